@@ -1,0 +1,181 @@
+"""Model configuration: a frozen dataclass for the Llama family (Llama, Mistral, Qwen2, Phi-3 shapes).
+
+The config is hashable so it can be a static argument of jitted functions. Dtypes are stored as
+strings ("float32", "bfloat16") so configs serialize to JSON and compare by value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """Llama-3 style frequency-dependent RoPE scaling (HF `rope_type="llama3"`)."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyper-parameters of a Llama-family decoder.
+
+    Axis legend used across the model code: B batch, T time, S cache length, N query heads,
+    K kv heads, G = N // K query heads per kv head, H head dim, D model dim, F MLP hidden dim,
+    V vocab, L layers.
+    """
+
+    vocab_size: int
+    dim: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10_000.0
+    rope_scaling: RopeScaling | None = None
+    max_seq_len: int = 2048
+    tie_embeddings: bool = True
+    qkv_bias: bool = False
+    sliding_window: int | None = None
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+    architecture: str = "llama"
+
+    def __post_init__(self):
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(
+                f"TransformerConfig.architecture={self.architecture!r} is not supported; "
+                f"expected one of {SUPPORTED_ARCHITECTURES}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        for name in ("dtype", "param_dtype"):
+            value = getattr(self, name)
+            if value not in ("float32", "bfloat16", "float16"):
+                raise ValueError(f"TransformerConfig.{name}={value!r}; expected float32|bfloat16|float16")
+
+    @property
+    def compute_dtype(self) -> Any:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weight_dtype(self) -> Any:
+        return jnp.dtype(self.param_dtype)
+
+    def replace(self, **changes) -> TransformerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def num_params(self) -> int:
+        """Total parameter count (embeddings counted once when tied)."""
+        d, f, l = self.dim, self.hidden_dim, self.num_layers
+        attn = d * self.num_heads * self.head_dim * 2 + d * self.num_kv_heads * self.head_dim * 2
+        if self.qkv_bias:
+            attn += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        per_layer = attn + 3 * d * f + 2 * d
+        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return l * per_layer + embed + d
+
+    def flops_per_token(self, context: int) -> float:
+        """Forward FLOPs per token: 2 * (non-embedding matmul params + lm head) + attention.
+
+        `context` is the average number of keys each query attends to (T/2 for a causal pass).
+        """
+        d, f, l = self.dim, self.hidden_dim, self.num_layers
+        matmul = l * (d * self.num_heads * self.head_dim * 2 + d * self.num_kv_heads * self.head_dim * 2
+                      + 3 * d * f) + d * self.vocab_size
+        attention = l * 2 * self.num_heads * self.head_dim * context
+        return 2.0 * matmul + 2.0 * attention
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TransformerConfig:
+        data = json.loads(text)
+        if data.get("rope_scaling") is not None:
+            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
+        return cls(**data)
+
+    # Presets. Shapes follow the public HF config.json of each model.
+    @classmethod
+    def tiny(cls, **overrides) -> TransformerConfig:
+        base = dict(vocab_size=97, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                    hidden_dim=64, max_seq_len=128)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def smollm2_135m(cls, **overrides) -> TransformerConfig:
+        base = dict(vocab_size=49152, dim=576, num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64,
+                    hidden_dim=1536, rms_norm_eps=1e-5, rope_theta=100_000.0, max_seq_len=8192)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def llama3_1b(cls, **overrides) -> TransformerConfig:
+        base = dict(vocab_size=128256, dim=2048, num_layers=16, num_heads=32, num_kv_heads=8, head_dim=64,
+                    hidden_dim=8192, rope_theta=500_000.0, max_seq_len=131072,
+                    rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192))
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def llama3_1_8b(cls, **overrides) -> TransformerConfig:
+        base = dict(vocab_size=128256, dim=4096, num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
+                    hidden_dim=14336, rope_theta=500_000.0, max_seq_len=131072, tie_embeddings=False,
+                    rope_scaling=RopeScaling(8.0, 1.0, 4.0, 8192))
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def mistral_7b(cls, **overrides) -> TransformerConfig:
+        base = dict(vocab_size=32000, dim=4096, num_layers=32, num_heads=32, num_kv_heads=8, head_dim=128,
+                    hidden_dim=14336, max_seq_len=32768, tie_embeddings=False, sliding_window=4096,
+                    architecture="mistral")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def qwen2_5_7b(cls, **overrides) -> TransformerConfig:
+        base = dict(vocab_size=152064, dim=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
+                    hidden_dim=18944, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
+                    tie_embeddings=False, qkv_bias=True, architecture="qwen2")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def phi3_mini(cls, **overrides) -> TransformerConfig:
+        """Phi-3-mini shapes (its fused qkv/gate_up weights are split on load into our layout)."""
+        base = dict(vocab_size=32064, dim=3072, num_layers=32, num_heads=32, num_kv_heads=32, head_dim=96,
+                    hidden_dim=8192, max_seq_len=4096, tie_embeddings=False)
+        return cls(**{**base, **overrides})
+
+
+def rope_inverse_frequencies(config: TransformerConfig) -> np.ndarray:
+    """Inverse frequencies theta^(-2i/H), with Llama-3 scaling applied when configured (HF semantics)."""
+    h = config.head_dim
+    inv_freq = 1.0 / (np.float32(config.rope_theta) ** (np.arange(0, h, 2).astype(np.float32) / np.float32(h)))
+    scaling = config.rope_scaling
+    if scaling is None:
+        return inv_freq.astype(np.float32)
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)

@@ -1,0 +1,73 @@
+"""Training metrics: TensorBoard event files, a JSONL log, and a console progress bar.
+
+Every record is one JSON object per line, {"step": s, "split": "train" | "eval" | ..., name: value}.
+A resumed run first drops the records after its restart step, so the log of a run that was killed
+and resumed is the log of an uninterrupted run (TensorBoard shows the overlap as rewritten points).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import tensorboardX
+import tqdm
+
+
+def _to_float(value: Any) -> float:
+    return float(np.asarray(value))
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """All records of a metrics JSONL file (an empty list when it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+    """Writes scalars to `workdir/metrics.jsonl` and TensorBoard events under `workdir/tensorboard`."""
+
+    def __init__(self, workdir: str, *, resume_step: int = 0, total_steps: int | None = None,
+                 progress: bool = True):
+        os.makedirs(workdir, exist_ok=True)
+        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        kept = [r for r in read_jsonl(self.jsonl_path) if r.get("step", 0) <= resume_step]
+        with open(self.jsonl_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        self._jsonl = open(self.jsonl_path, "a")
+        self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._bar = tqdm.tqdm(total=total_steps, initial=resume_step, disable=not progress, dynamic_ncols=True,
+                              desc="train")
+
+    def write(self, step: int, metrics: Mapping[str, Any], split: str = "train") -> dict:
+        """Log scalar `metrics` at `step` under `split`; returns the record as floats."""
+        record = {"step": int(step), "split": split}
+        for name, value in metrics.items():
+            number = _to_float(value)
+            record[name] = number if math.isfinite(number) else str(number)
+            self._tb.add_scalar(f"{split}/{name}", number, int(step))
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        return record
+
+    def advance(self, steps: int, postfix: Mapping[str, float] | None = None) -> None:
+        """Move the progress bar by `steps` and show `postfix` (e.g. loss, tokens/s)."""
+        if postfix:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+        self._bar.update(steps)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._tb.close()
+        self._jsonl.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

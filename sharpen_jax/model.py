@@ -1,0 +1,229 @@
+"""Llama-family decoder in flax.linen, pure-functional, with an explicit KV cache.
+
+Axis legend: B batch, T time (new tokens), S cache length, N query heads, K kv heads,
+G = N // K, H head dim, D model dim, F MLP hidden dim, V vocab, L layers.
+
+Parameters live outside the module (`init_params`) with per-layer weights stacked on a leading L
+axis (the layers run under `nn.scan`, so compile time does not grow with depth). The cache is a
+plain dict pytree passed in and returned:
+
+    cache = {"k": [L, B, S, K, H], "v": [L, B, S, K, H],
+             "pos": int32[B, S]  (position of the token in each slot, -1 for empty or padding),
+             "index": int32[]    (next slot to write; the same for every row)}
+
+Attention rule, identical with and without a cache: a query at slot i with position p may read a
+key slot s when the slot holds a real token (pos >= 0), s <= i (causal in slot order), and, with a
+sliding window W, p - pos_s < W. Positions come in as an argument, so a left-padded row gives its
+real tokens the same positions (and logits) as the unpadded sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sharpen_jax.config import TransformerConfig, rope_inverse_frequencies
+
+Cache = dict[str, jax.Array]
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * scale, computed in float32."""
+
+    eps: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        scale_D = self.param("scale", nn.initializers.ones, (x_BTD.shape[-1],), self.param_dtype)
+        x32 = x_BTD.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (scale_D.astype(jnp.float32) * normed).astype(self.dtype)
+
+
+def rotary_tables(config: TransformerConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables [B, T, H] for rotate-half RoPE (HF convention: frequencies repeated twice)."""
+    inv_freq = jnp.asarray(rope_inverse_frequencies(config))
+    angles_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    angles_BTH = jnp.concatenate([angles_BTh, angles_BTh], axis=-1)
+    return jnp.cos(angles_BTH), jnp.sin(angles_BTH)
+
+
+def apply_rotary(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> jax.Array:
+    """x * cos + rotate_half(x) * sin, in float32, cast back to x's dtype."""
+    x = x_BTnH.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out = x * cos_BTH[:, :, None, :] + rotated * sin_BTH[:, :, None, :]
+    return out.astype(x_BTnH.dtype)
+
+
+def attention_mask(config: TransformerConfig, positions_BT: jax.Array, kv_pos_BS: jax.Array,
+                   first_slot: jax.Array | int) -> jax.Array:
+    """Boolean [B, T, S]: may query t (written at slot first_slot + t) read key slot s."""
+    t, s = positions_BT.shape[1], kv_pos_BS.shape[1]
+    query_slot_T = first_slot + jnp.arange(t)
+    causal_TS = jnp.arange(s)[None, :] <= query_slot_T[:, None]
+    mask_BTS = (kv_pos_BS[:, None, :] >= 0) & causal_TS[None]
+    if config.sliding_window is not None:
+        distance_BTS = positions_BT[:, :, None] - kv_pos_BS[:, None, :]
+        mask_BTS &= distance_BTS < config.sliding_window
+    return mask_BTS
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with rotary embeddings and an optional explicit KV cache."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD, cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index):
+        cfg = self.config
+        dense = lambda features, name, bias: nn.Dense(  # noqa: E731
+            features, use_bias=bias, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name=name)
+        b, t, _ = x_BTD.shape
+        n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q_BTNH = dense(n * h, "q_proj", cfg.qkv_bias)(x_BTD).reshape(b, t, n, h)
+        k_BTKH = dense(k * h, "k_proj", cfg.qkv_bias)(x_BTD).reshape(b, t, k, h)
+        v_BTKH = dense(k * h, "v_proj", cfg.qkv_bias)(x_BTD).reshape(b, t, k, h)
+        q_BTNH = apply_rotary(q_BTNH, cos_BTH, sin_BTH)
+        k_BTKH = apply_rotary(k_BTKH, cos_BTH, sin_BTH)
+
+        if layer_cache is None:
+            keys_BSKH, values_BSKH, new_cache = k_BTKH, v_BTKH, None
+        else:
+            cache_k, cache_v = layer_cache
+            start = (0, write_index, 0, 0)
+            keys_BSKH = jax.lax.dynamic_update_slice(cache_k, k_BTKH.astype(cache_k.dtype), start)
+            values_BSKH = jax.lax.dynamic_update_slice(cache_v, v_BTKH.astype(cache_v.dtype), start)
+            new_cache = (keys_BSKH, values_BSKH)
+
+        q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
+        scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH.astype(q_BTKGH.dtype),
+                                  preferred_element_type=jnp.float32) * (h ** -0.5)
+        scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
+        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(cfg.compute_dtype)
+        out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, values_BSKH.astype(cfg.compute_dtype))
+        out_BTD = dense(cfg.dim, "o_proj", False)(out_BTKGH.reshape(b, t, n * h))
+        return out_BTD, new_cache
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        cfg = self.config
+        dense = lambda features, name: nn.Dense(  # noqa: E731
+            features, use_bias=False, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name=name)
+        hidden_BTF = nn.silu(dense(cfg.hidden_dim, "gate_proj")(x_BTD)) * dense(cfg.hidden_dim, "up_proj")(x_BTD)
+        return dense(cfg.dim, "down_proj")(hidden_BTF)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block; a scan body: (x, layer_cache) -> (x, new_layer_cache)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD, layer_cache, cos_BTH, sin_BTH, mask_BTS, write_index):
+        cfg = self.config
+        norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)  # noqa: E731
+        attn_out, new_cache = Attention(cfg, name="attn")(
+            norm("attn_norm")(x_BTD), cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index)
+        x_BTD = x_BTD + attn_out
+        x_BTD = x_BTD + MLP(cfg, name="mlp")(norm("mlp_norm")(x_BTD))
+        return x_BTD, new_cache
+
+
+class Transformer(nn.Module):
+    """Token ids -> final normalized hidden states [B, T, D] (and the updated cache)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens_BT, positions_BT, valid_BT, cache: Cache | None = None):
+        cfg = self.config
+        embed = nn.Embed(cfg.vocab_size, cfg.dim, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                         embedding_init=nn.initializers.normal(0.02), name="embed")
+        x_BTD = embed(tokens_BT)
+        cos_BTH, sin_BTH = rotary_tables(cfg, positions_BT)
+        new_pos_BT = jnp.where(valid_BT, positions_BT, -1).astype(jnp.int32)
+        if cache is None:
+            write_index, kv_pos_BS, layer_caches = 0, new_pos_BT, None
+        else:
+            write_index = cache["index"]
+            kv_pos_BS = jax.lax.dynamic_update_slice(cache["pos"], new_pos_BT, (0, write_index))
+            layer_caches = (cache["k"], cache["v"])
+        mask_BTS = attention_mask(cfg, positions_BT, kv_pos_BS, write_index)
+
+        block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
+        layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                         length=cfg.num_layers)
+        x_BTD, new_layer_caches = layers(cfg, name="layers")(
+            x_BTD, layer_caches, cos_BTH, sin_BTH, mask_BTS, write_index)
+        x_BTD = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name="final_norm")(x_BTD)
+        if not cfg.tie_embeddings:  # the head is read by `unembed`, outside the module
+            self.param("lm_head", nn.initializers.normal(0.02), (cfg.dim, cfg.vocab_size), cfg.weight_dtype)
+        if cache is None:
+            return x_BTD, None
+        new_cache = {"k": new_layer_caches[0], "v": new_layer_caches[1], "pos": kv_pos_BS,
+                     "index": write_index + tokens_BT.shape[1]}
+        return x_BTD, new_cache
+
+
+def init_params(config: TransformerConfig, rng: jax.Array) -> dict:
+    """Random parameters (normal(0.02) embeddings/head, LeCun-normal projections, unit norms)."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    return Transformer(config).init(rng, tokens, tokens, tokens == 0)["params"]
+
+
+def param_shapes(config: TransformerConfig) -> dict:
+    """ShapeDtypeStruct tree of the parameters, computed with jax.eval_shape (allocates nothing)."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def init_cache(config: TransformerConfig, batch: int, length: int, dtype: Any | None = None) -> Cache:
+    """An empty cache with `length` slots per row."""
+    shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+    dtype = dtype or config.compute_dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+            "pos": jnp.full((batch, length), -1, jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def forward_hidden(params: dict, config: TransformerConfig, tokens_BT, positions_BT=None, valid_BT=None,
+                   cache: Cache | None = None) -> tuple[jax.Array, Cache | None]:
+    """Final hidden states [B, T, D] and the updated cache (None when no cache was given).
+
+    positions default to 0..T-1 and valid to all-True. With a cache, the T tokens are written at
+    slots [cache["index"], cache["index"] + T).
+    """
+    if positions_BT is None:
+        positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    if valid_BT is None:
+        valid_BT = jnp.ones(tokens_BT.shape, bool)
+    return Transformer(config).apply({"params": params}, tokens_BT, positions_BT, valid_BT, cache)
+
+
+def unembed(params: dict, config: TransformerConfig, hidden_BTD: jax.Array) -> jax.Array:
+    """Logits [B, T, V] in float32 from hidden states (tied embedding table or separate head)."""
+    if config.tie_embeddings:
+        return jnp.einsum("btd,vd->btv", hidden_BTD, params["embed"]["embedding"].astype(hidden_BTD.dtype),
+                          preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", hidden_BTD, params["lm_head"].astype(hidden_BTD.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def forward(params: dict, config: TransformerConfig, tokens_BT, positions_BT=None, valid_BT=None,
+            cache: Cache | None = None) -> tuple[jax.Array, Cache | None]:
+    """Logits [B, T, V] (float32) and the updated cache; see `forward_hidden` for the arguments."""
+    hidden_BTD, new_cache = forward_hidden(params, config, tokens_BT, positions_BT, valid_BT, cache)
+    return unembed(params, config, hidden_BTD), new_cache

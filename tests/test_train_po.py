@@ -1,0 +1,140 @@
+"""po_step on an enumerable problem: a tabular policy over X prompts and Y responses whose
+probabilities are exact. With the self-reward r = log pi_base the KL-regularized optimum is
+pi*_beta ∝ pi_base^(1 + 1/beta); the losses trained with the real step must reach it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sharpen_jax.algorithms.policy_optimization import make_po_step
+from sharpen_jax.algorithms.train_state import create_train_state
+
+X, Y = 3, 6
+
+
+def tabular_logprob_fn(params, seqs):
+    """log softmax(logits[x])[y], one token per sequence."""
+    logp_BY = jax.nn.log_softmax(params["logits"][seqs["x"]], axis=-1)
+    logp_B = jnp.take_along_axis(logp_BY, seqs["y"][:, None], axis=-1)[:, 0]
+    return logp_B, jnp.ones_like(logp_B)
+
+
+def _base():
+    logits = jax.random.normal(jax.random.key(7), (X, Y)) * 1.2
+    return {"logits": logits}, jax.nn.log_softmax(logits, -1)
+
+
+def sharpened(base_logp, beta):
+    """pi*_beta ∝ pi_base^(1 + 1/beta), computed in closed form."""
+    return jax.nn.softmax((1 + 1 / beta) * base_logp, -1)
+
+
+def total_variation(p, q):
+    return float(jnp.max(0.5 * jnp.sum(jnp.abs(p - q), -1)))
+
+
+def _pairs(key, logits_a, logits_b, base_logp, n):
+    kx, ka, kb = jax.random.split(key, 3)
+    x = jax.random.randint(kx, (n,), 0, X)
+    a = jax.random.categorical(ka, logits_a[x])
+    b = jax.random.categorical(kb, logits_b[x])
+    return {"a": {"x": x, "y": a}, "b": {"x": x, "y": b},
+            "reward_a": base_logp[x, a], "reward_b": base_logp[x, b]}
+
+
+def _train_pairs(loss, beta, steps, alpha=0.0, on_policy_a=False, lr=0.05):
+    base, base_logp = _base()
+    tx = optax.adam(optax.linear_schedule(lr, lr * 0.05, steps))
+    state = create_train_state(base, tx, jax.random.key(0))
+    step = make_po_step(tabular_logprob_fn, tx, loss=loss, beta=beta, alpha=alpha)
+    for _ in range(steps):
+        key, rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+        logits_a = state.params["logits"] if on_policy_a else base["logits"]
+        batch = _pairs(key, logits_a, base["logits"], base_logp, 256)
+        state, metrics = step(state, base, batch, rng)
+    assert bool(metrics["finite"])
+    return jax.nn.softmax(state.params["logits"], -1), base_logp, state
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_reward_dpo_converges_to_sharpened_policy(beta):
+    policy, base_logp, state = _train_pairs("reward_dpo", beta, steps=300)
+    assert total_variation(policy, sharpened(base_logp, beta)) < 0.02
+    assert int(state.step) == 300
+
+
+def test_xpo_without_exploration_bonus_reaches_the_same_optimum():
+    """Algorithm 1 with y ~ pi (current policy), y' ~ pi_base and alpha = 0: the squared loss is still
+    realizable by pi*_beta, so the iterate converges there."""
+    policy, base_logp, _ = _train_pairs("xpo", 1.0, steps=300, on_policy_a=True)
+    assert total_variation(policy, sharpened(base_logp, 1.0)) < 0.02
+
+
+def test_xpo_exploration_bonus_moves_mass_off_base_samples():
+    with_bonus, base_logp, _ = _train_pairs("xpo", 1.0, steps=150, alpha=0.5, on_policy_a=True)
+    without, _, _ = _train_pairs("xpo", 1.0, steps=150, alpha=0.0, on_policy_a=True)
+    base_p = jnp.exp(base_logp)
+    # alpha * E_base[log pi] is minimized: the bonus policy is less likely on base samples.
+    assert float(jnp.sum(base_p * jnp.log(with_bonus))) < float(jnp.sum(base_p * jnp.log(without))) - 0.05
+
+
+def test_online_dpo_sharpens_toward_the_base_argmax():
+    policy, base_logp, _ = _train_pairs("online_dpo", 1.0, steps=100)
+    idx = (jnp.arange(X), jnp.argmax(base_logp, -1))
+    assert float(jnp.min(policy[idx] - jnp.exp(base_logp)[idx])) > 0.1
+
+
+def test_kl_policy_gradient_converges_to_sharpened_policy():
+    beta, groups, k, steps = 1.0, 96, 8, 400
+    base, base_logp = _base()
+    tx = optax.adam(optax.linear_schedule(0.05, 0.0, steps))
+    state = create_train_state(base, tx, jax.random.key(1))
+    step = make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=beta, grad_accum_steps=2)
+    for _ in range(steps):
+        key, rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+        kx, ky = jax.random.split(key)
+        x = jnp.repeat(jax.random.randint(kx, (groups,), 0, X), k)
+        y = jax.random.categorical(ky, state.params["logits"][x])
+        batch = {"seqs": {"x": x, "y": y}, "reward": base_logp[x, y], "group_size": k}
+        state, metrics = step(state, base, batch, rng)
+    policy = jax.nn.softmax(state.params["logits"], -1)
+    assert total_variation(policy, sharpened(base_logp, beta)) < 0.02
+    # The KL estimate is on policy samples: it must be near the exact KL(pi || pi_base).
+    exact_kl = jnp.mean(jnp.sum(policy * (jnp.log(policy) - base_logp), -1))
+    assert abs(float(metrics["kl"]) - float(exact_kl)) < 0.1
+
+
+def test_reference_is_separate_and_untouched():
+    base, base_logp = _base()
+    tx = optax.sgd(0.5)
+    state = create_train_state(base, tx, jax.random.key(0))
+    step = make_po_step(tabular_logprob_fn, tx, loss="reward_dpo", beta=1.0)
+    batch = _pairs(jax.random.key(3), base["logits"], base["logits"], base_logp, 64)
+    state, metrics = step(state, base, batch, jax.random.key(4))
+    # At pi = pi_base the log-ratios vanish, so the first loss is the mean squared reward gap.
+    gap = batch["reward_a"] - batch["reward_b"]
+    np.testing.assert_allclose(metrics["loss"], jnp.mean(gap**2), rtol=1e-5)
+    np.testing.assert_array_equal(base["logits"], _base()[0]["logits"])
+    assert float(jnp.abs(state.params["logits"] - base["logits"]).max()) > 0
+    np.testing.assert_array_equal(state.rng, jax.random.key_data(jax.random.key(4)))
+
+
+def test_bad_po_batches_are_rejected_by_name():
+    base, _ = _base()
+    tx = optax.sgd(0.1)
+    state = create_train_state(base, tx, jax.random.key(0))
+    with pytest.raises(ValueError, match="loss='ppo'"):
+        make_po_step(tabular_logprob_fn, tx, loss="ppo", beta=1.0)
+    with pytest.raises(ValueError, match="beta"):
+        make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=0.0)
+    pg = make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=1.0)
+    seqs = {"x": jnp.zeros(6, jnp.int32), "y": jnp.zeros(6, jnp.int32)}
+    with pytest.raises(ValueError, match="group_size"):
+        pg(state, base, {"seqs": seqs, "reward": jnp.zeros(6)}, jax.random.key(0))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        pg(state, base, {"seqs": seqs, "reward": jnp.zeros(6), "group_size": 4}, jax.random.key(0))
+    dpo = make_po_step(tabular_logprob_fn, tx, loss="reward_dpo", beta=1.0)
+    with pytest.raises(ValueError, match="reward_b"):
+        dpo(state, base, {"a": seqs, "b": seqs, "reward_a": jnp.zeros(6)}, jax.random.key(0))

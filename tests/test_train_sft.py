@@ -1,0 +1,139 @@
+"""sft_step on a tabular policy: the contract, exact gradient accumulation, the safety stop, frozen
+parameters, and SFT-Sharpening converging to the argmax of the base policy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sharpen_jax.algorithms import data
+from sharpen_jax.algorithms.sft import make_sft_step
+from sharpen_jax.algorithms.train_state import create_train_state
+
+X, Y = 3, 6
+
+
+def tabular_logprob_fn(params, seqs):
+    """log softmax(logits[x])[y], one token per sequence."""
+    logp_BY = jax.nn.log_softmax(params["logits"][seqs["x"]], axis=-1)
+    logp_B = jnp.take_along_axis(logp_BY, seqs["y"][:, None], axis=-1)[:, 0]
+    return logp_B, jnp.ones_like(logp_B)
+
+
+def lengthy_logprob_fn(params, seqs):
+    """Like the tabular policy but each y counts y + 1 tokens, so micro-batch token counts differ."""
+    logp_B, _ = tabular_logprob_fn(params, seqs)
+    return logp_B, (seqs["y"] + 1).astype(jnp.float32)
+
+
+def _base_logits(seed=0):
+    return jax.random.normal(jax.random.key(seed), (X, Y)) * 1.5
+
+
+def _batch(seed, n=24):
+    rng = np.random.default_rng(seed)
+    return {"seqs": {"x": rng.integers(0, X, n).astype(np.int32), "y": rng.integers(0, Y, n).astype(np.int32)},
+            "weight": rng.uniform(0.5, 2.0, n).astype(np.float32)}
+
+
+def test_sft_step_matches_direct_gradient_descent():
+    logits = _base_logits()
+    tx = optax.sgd(0.1)
+    state = create_train_state({"logits": logits}, tx, jax.random.key(0))
+    batch = _batch(1)
+    step = make_sft_step(tabular_logprob_fn, tx)
+    new_state, metrics = step(state, batch)
+
+    x, y, w = batch["seqs"]["x"], batch["seqs"]["y"], batch["weight"]
+    probs = np.asarray(jax.nn.softmax(logits, -1), np.float64)
+    expected_loss = -np.sum(w * np.log(probs[x, y])) / w.sum()
+    grad = np.zeros((X, Y))
+    for xi, yi, wi in zip(x, y, w):  # d(-log p_y)/d logits = p - onehot(y)
+        grad[xi] += wi * (probs[xi] - np.eye(Y)[yi])
+    grad /= w.sum()
+    np.testing.assert_allclose(metrics["loss"], expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(new_state.params["logits"], np.asarray(logits) - 0.1 * grad, atol=1e-6)
+    assert int(new_state.step) == 1 and bool(metrics["finite"])
+    np.testing.assert_allclose(metrics["grad_norm"], np.linalg.norm(grad), rtol=1e-5)
+
+
+def test_gradient_accumulation_equals_full_batch():
+    tx = optax.adam(0.05)
+    batch = _batch(2, n=32)
+    results = []
+    for accum in (1, 4):
+        state = create_train_state({"logits": _base_logits()}, tx, jax.random.key(0))
+        step = make_sft_step(lengthy_logprob_fn, tx, grad_accum_steps=accum)
+        for _ in range(3):
+            state, metrics = step(state, batch)
+        results.append((state.params["logits"], metrics["loss"]))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=2e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
+def test_non_finite_loss_leaves_state_unchanged():
+    tx = optax.adam(0.1)
+    state = create_train_state({"logits": _base_logits()}, tx, jax.random.key(0))
+    before = np.asarray(state.params["logits"])
+    batch = _batch(3)
+    batch["weight"][4] = np.nan
+    new_state, metrics = make_sft_step(tabular_logprob_fn, tx)(state, batch)
+    assert not bool(metrics["finite"])
+    np.testing.assert_array_equal(new_state.params["logits"], before)
+    assert int(new_state.step) == 0
+
+
+def test_frozen_parameters_are_read_not_trained():
+    base = _base_logits()
+    tx = optax.adam(0.1)
+
+    def delta_logprob_fn(params, seqs):
+        logits = params["frozen"]["logits"] + params["trainable"]["delta"]
+        return tabular_logprob_fn({"logits": logits}, seqs)
+
+    state = create_train_state({"delta": jnp.zeros((X, Y))}, tx, jax.random.key(0), frozen={"logits": base})
+    step = make_sft_step(delta_logprob_fn, tx)
+    for seed in range(3):
+        state, _ = step(state, _batch(seed))
+    assert state.frozen["logits"] is base  # not donated, not copied
+    assert float(jnp.abs(state.params["delta"]).max()) > 0.1
+    assert jax.tree.structure(state.opt_state[0].mu) == jax.tree.structure({"delta": 0})
+
+
+def test_bad_batches_are_rejected_by_name():
+    tx = optax.sgd(0.1)
+    state = create_train_state({"logits": _base_logits()}, tx, jax.random.key(0))
+    step = make_sft_step(tabular_logprob_fn, tx, grad_accum_steps=4)
+    with pytest.raises(ValueError, match="'seqs'"):
+        step(state, {"x": np.zeros(4, np.int32)})
+    with pytest.raises(ValueError, match="0 rows"):
+        step(state, {"seqs": {"x": np.zeros(0, np.int32), "y": np.zeros(0, np.int32)}})
+    with pytest.raises(ValueError, match=r"\['weight'\] has 3 rows"):
+        step(state, {"seqs": {"x": np.zeros(8, np.int32), "y": np.zeros(8, np.int32)},
+                     "weight": np.ones(3, np.float32)})
+    with pytest.raises(ValueError, match="multiple of 4"):
+        step(state, {"seqs": {"x": np.zeros(6, np.int32), "y": np.zeros(6, np.int32)}})
+
+
+def test_sft_sharpening_with_large_n_converges_to_the_argmax():
+    """Best-of-N with the base log-likelihood as self-reward, then maximum likelihood: as N grows the
+    selected response is the base argmax, and the trained policy puts its mass there."""
+    base = _base_logits(3)
+    base_logp = jax.nn.log_softmax(base, -1)
+    n, prompts_per_step = 64, 48
+    tx = optax.adam(0.1)
+    state = create_train_state({"logits": base}, tx, jax.random.key(1))
+    step = make_sft_step(tabular_logprob_fn, tx)
+    key = jax.random.key(2)
+    for _ in range(150):
+        key, kx, ky = jax.random.split(key, 3)
+        x_P = jax.random.randint(kx, (prompts_per_step,), 0, X)
+        y_PN = jax.random.categorical(ky, base[x_P][:, None, :], axis=-1, shape=(prompts_per_step, n))
+        reward_PN = base_logp[x_P[:, None], y_PN]
+        best_P = data.best_of_n_indices(reward_PN)
+        y_P = jnp.take_along_axis(y_PN, best_P[:, None], 1)[:, 0]
+        state, _ = step(state, {"seqs": {"x": x_P, "y": y_P}})
+    policy = jax.nn.softmax(state.params["logits"], -1)
+    argmax = jnp.argmax(base, -1)
+    assert float(jnp.min(policy[jnp.arange(X), argmax])) > 0.98
