@@ -19,6 +19,7 @@ real tokens the same positions (and logits) as the unpadded sequence.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -180,6 +181,7 @@ class Transformer(nn.Module):
         return x_BTD, new_cache
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def init_params(config: TransformerConfig, rng: jax.Array) -> dict:
     """Random parameters (normal(0.02) embeddings/head, LeCun-normal projections, unit norms)."""
     tokens = jnp.zeros((1, 1), jnp.int32)
@@ -199,6 +201,7 @@ def init_cache(config: TransformerConfig, batch: int, length: int, dtype: Any | 
             "pos": jnp.full((batch, length), -1, jnp.int32), "index": jnp.zeros((), jnp.int32)}
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def forward_hidden(params: dict, config: TransformerConfig, tokens_BT, positions_BT=None, valid_BT=None,
                    cache: Cache | None = None) -> tuple[jax.Array, Cache | None]:
     """Final hidden states [B, T, D] and the updated cache (None when no cache was given).
@@ -222,6 +225,7 @@ def unembed(params: dict, config: TransformerConfig, hidden_BTD: jax.Array) -> j
                       preferred_element_type=jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def forward(params: dict, config: TransformerConfig, tokens_BT, positions_BT=None, valid_BT=None,
             cache: Cache | None = None) -> tuple[jax.Array, Cache | None]:
     """Logits [B, T, V] (float32) and the updated cache; see `forward_hidden` for the arguments."""

@@ -1,0 +1,110 @@
+"""Model invariants: padding invariance, causal masking, KV-cache consistency, paper-scale shapes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sharpen_jax import model
+from sharpen_jax.config import TransformerConfig
+from sharpen_jax.scoring import positions_from_valid
+
+CONFIGS = {
+    "llama": TransformerConfig.tiny(),
+    "mistral_window3": TransformerConfig.tiny(sliding_window=3, architecture="mistral"),
+    "qwen2_bias_untied": TransformerConfig.tiny(qkv_bias=True, tie_embeddings=False, architecture="qwen2"),
+}
+
+
+def _random_params(config, seed=0):
+    params = model.init_params(config, jax.random.key(seed))
+    # larger weights than the init so that masking mistakes move logits visibly
+    return jax.tree.map(lambda p: p * 2.0 if p.ndim >= 2 else p, params)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_invariance(name, side):
+    config = CONFIGS[name]
+    params = _random_params(config)
+    rng = np.random.default_rng(0)
+    lengths = [7, 4, 9]
+    width = 11
+    seqs = [rng.integers(0, config.vocab_size, n) for n in lengths]
+    tokens = np.full((3, width), 5, np.int32)
+    valid = np.zeros((3, width), bool)
+    for i, s in enumerate(seqs):
+        cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+        tokens[i, cols], valid[i, cols] = s, True
+    logits, _ = model.forward(params, config, jnp.asarray(tokens), positions_from_valid(jnp.asarray(valid)),
+                              jnp.asarray(valid))
+    for i, s in enumerate(seqs):
+        single, _ = model.forward(params, config, jnp.asarray(s[None]))
+        np.testing.assert_allclose(np.asarray(logits[i])[valid[i]], np.asarray(single[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_causal_masking(name):
+    config = CONFIGS[name]
+    params = _random_params(config)
+    tokens = np.random.default_rng(1).integers(0, config.vocab_size, (1, 10))
+    changed = tokens.copy()
+    changed[0, 6] = (changed[0, 6] + 1) % config.vocab_size
+    a, _ = model.forward(params, config, jnp.asarray(tokens))
+    b, _ = model.forward(params, config, jnp.asarray(changed))
+    np.testing.assert_array_equal(np.asarray(a[0, :6]), np.asarray(b[0, :6]))
+    assert np.abs(np.asarray(a[0, 6:]) - np.asarray(b[0, 6:])).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_kv_cache_prefill_then_decode_equals_full_forward(name):
+    config = CONFIGS[name]
+    params = _random_params(config)
+    rng = np.random.default_rng(2)
+    width, prompt_width = 12, 7
+    lengths = np.array([5, 7])  # row 0 is left-padded by 2
+    tokens = rng.integers(0, config.vocab_size, (2, width)).astype(np.int32)
+    valid = np.ones((2, width), bool)
+    valid[0, : prompt_width - lengths[0]] = False
+    positions = positions_from_valid(jnp.asarray(valid))
+    full, _ = model.forward(params, config, jnp.asarray(tokens), positions, jnp.asarray(valid))
+
+    cache = model.init_cache(config, 2, 16)
+    step = jax.jit(lambda p, t, pos, v, c: model.forward(p, config, t, pos, v, c))
+    out, cache = step(params, tokens[:, :prompt_width], positions[:, :prompt_width], valid[:, :prompt_width], cache)
+    pieces = [out]
+    for t in range(prompt_width, width):
+        out, cache = step(params, tokens[:, t:t + 1], positions[:, t:t + 1], valid[:, t:t + 1], cache)
+        pieces.append(out)
+    decoded = np.concatenate([np.asarray(p) for p in pieces], axis=1)
+    np.testing.assert_allclose(decoded[valid], np.asarray(full)[valid], atol=1e-5)
+    assert int(cache["index"]) == width
+
+
+def test_bfloat16_compute_is_close_to_float32():
+    config = TransformerConfig.tiny()
+    params = model.init_params(config, jax.random.key(0))
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, config.vocab_size, (2, 8)))
+    ref, _ = model.forward(params, config, tokens)
+    bf16 = config.replace(dtype="bfloat16", param_dtype="bfloat16")
+    low, _ = model.forward(jax.tree.map(lambda p: p.astype(jnp.bfloat16), params), bf16, tokens)
+    assert low.dtype == jnp.float32  # the head always produces float32 logits
+    np.testing.assert_allclose(np.asarray(low), np.asarray(ref), atol=5e-2)
+
+
+@pytest.mark.parametrize("preset, billions", [("llama3_1_8b", 8.03), ("mistral_7b", 7.24),
+                                              ("qwen2_5_7b", 7.62), ("phi3_mini", 3.82),
+                                              ("llama3_1b", 1.24), ("smollm2_135m", 0.1349)])
+def test_paper_scale_shapes_with_eval_shape(preset, billions):
+    config = getattr(TransformerConfig, preset)()
+    shapes = model.param_shapes(config)
+    count = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+    assert count == config.num_params()
+    assert abs(count / 1e9 - billions) / billions < 0.01
+    logits = jax.eval_shape(lambda p, t: model.forward(p, config, t)[0], shapes,
+                            jax.ShapeDtypeStruct((2, 16), jnp.int32))
+    assert logits.shape == (2, 16, config.vocab_size)
+    q = shapes["layers"]["attn"]["q_proj"]["kernel"]
+    assert q.shape == (config.num_layers, config.dim, config.num_heads * config.head_dim)
