@@ -24,6 +24,22 @@ _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def _gpt2_char_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's byte -> printable-character table (tokenizers does not expose it)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+_GPT2_CHAR_TO_BYTE = _gpt2_char_to_byte()
+
+
 def _pre_tokenizer(name: str | None):
     if name in ("smollm", "starcoder"):
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
@@ -82,6 +98,27 @@ class Tokenizer:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}; expected 'left' or 'right'")
         return pad_batch([self.encode(t, add_bos) for t in texts], self.pad_id, padding_side, length)
+
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes each token id contributes to decoded text (used by on-device stop matching).
+
+        Byte-level BPE vocabularies map bytes to printable characters (GPT-2 scheme); SentencePiece
+        style vocabularies use "\u2581" for spaces and "<0xNN>" byte-fallback tokens.
+        """
+        vocab = self.backend.get_vocab(with_added_tokens=True)
+        added = {t.content for t in self.backend.get_added_tokens_decoder().values()}
+        byte_level = isinstance(self.backend.decoder, decoders.ByteLevel)
+        table = [b""] * self.vocab_size
+        for token, index in vocab.items():
+            if token in added:
+                table[index] = token.encode("utf-8")
+            elif byte_level:
+                table[index] = bytes(_GPT2_CHAR_TO_BYTE[ch] for ch in token)
+            elif len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                table[index] = bytes([int(token[3:5], 16)])
+            else:
+                table[index] = token.replace("\u2581", " ").encode("utf-8")
+        return table
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """Render chat messages ([{"role", "content"}]) with the model's jinja2 chat template."""

@@ -1,0 +1,285 @@
+"""On-device sampling of N completions per prompt with one shared prompt prefill and exact log-probs.
+
+Per micro-batch of B prompts: `_prefill` runs the model once over the left-padded prompts [B, P]
+and returns the cache and the next-token logits; `_decode` repeats both N times on device (rows
+R = B * N, sample j of prompt b at row b * N + j) and runs a `lax.while_loop` that samples a
+token, records its log-probs, advances the stop automata and feeds the token back, until every
+row has finished or max_new_tokens is reached. No host sync happens per token.
+
+Two log-probs are reported per token, named so they are not confused:
+  * sampling_logprobs: log q(y_t) under the distribution actually sampled from (logits / T, then
+    top-k, then top-p, renormalized); 0 for greedy decoding (a deterministic choice).
+  * model_logprobs: log pi(y_t | x, y_<t) under the untempered, untruncated model; these equal
+    what `scoring.score_completions` computes for the same tokens.
+
+Randomness: the key of sample j of prompt i is fold_in(fold_in(rng, i), j), and step t uses
+fold_in(key, t). Samples therefore do not depend on micro-batching, bucketing or the mesh.
+Shapes are bucketed (prompt length to a power of two >= 16, prompt count to a power of two) so
+new lengths reuse compiled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sharpen_jax import sharding
+from sharpen_jax.config import TransformerConfig
+from sharpen_jax.model import forward_hidden, init_cache, unembed
+from sharpen_jax.scoring import positions_from_valid
+from sharpen_jax.stopping import StopSpec
+from sharpen_jax.tokenizer import pad_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOutput:
+    """Completions of B prompts x N samples (numpy, on host)."""
+
+    tokens: np.ndarray  # int32[B, N, M]; pad id after the end
+    lengths: np.ndarray  # int32[B, N]; tokens generated, including the EOS / stop-completing token
+    finished: np.ndarray  # bool[B, N]; ended by EOS or stop string (False: cut at max_new_tokens)
+    sampling_logprobs: np.ndarray  # float32[B, N, M]; under the sampled (tempered, truncated) distribution
+    model_logprobs: np.ndarray  # float32[B, N, M]; under the untempered model distribution
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    num_samples: int
+    max_new_tokens: int
+    greedy: bool
+    top_k: int
+    use_top_p: bool
+    pad_id: int
+
+
+@flax.struct.dataclass
+class _LoopState:
+    step: jax.Array
+    cache: dict
+    logits_RV: jax.Array
+    tokens_RM: jax.Array
+    sampling_logprobs_RM: jax.Array
+    model_logprobs_RM: jax.Array
+    done_R: jax.Array
+    lengths_R: jax.Array
+    stop_state_RS: jax.Array
+
+
+def _bucket(n: int, minimum: int = 1, multiple_of: int = 1) -> int:
+    """Smallest power of two >= max(n, minimum), rounded up to a multiple of `multiple_of`."""
+    power = max(minimum, 1 << max(0, (n - 1).bit_length()))
+    return -(-power // multiple_of) * multiple_of
+
+
+def _constrain_rows(tree, mesh: Mesh | None, axis: int = 0):
+    """Shard the row axis of every array in `tree` over the mesh's batch axes."""
+    if mesh is None:
+        return tree
+
+    def one(x):
+        spec = [None] * x.ndim
+        spec[axis] = sharding.BATCH_AXES
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*spec)))
+
+    return jax.tree.map(one, tree)
+
+
+def _constrain_cache(cache: dict, mesh: Mesh | None) -> dict:
+    """Rows of k/v ([L, R, S, K, H]) and pos ([R, S]) sharded over the batch axes."""
+    return {"k": _constrain_rows(cache["k"], mesh, 1), "v": _constrain_rows(cache["v"], mesh, 1),
+            "pos": _constrain_rows(cache["pos"], mesh), "index": cache["index"]}
+
+
+@functools.partial(jax.jit, static_argnames=("config", "cache_len", "mesh"))
+def _prefill(params, config: TransformerConfig, tokens_BP, valid_BP, cache_len: int, mesh: Mesh | None = None):
+    """Run the prompts once: (cache with P filled slots of cache_len, next-token logits [B, V])."""
+    cache = _constrain_cache(init_cache(config, tokens_BP.shape[0], cache_len), mesh)
+    hidden_BPD, cache = forward_hidden(params, config, tokens_BP, positions_from_valid(valid_BP), valid_BP, cache)
+    return cache, unembed(params, config, hidden_BPD[:, -1:])[:, 0]
+
+
+def sampling_distribution(logits_RV, temperature, top_k: int, top_p, use_top_p: bool):
+    """Log-probs of the distribution sampled from: softmax(logits / T), top-k, then top-p (nucleus).
+
+    Tokens outside the kept set get -inf. top_k = 0 disables top-k; with top-p the smallest set of
+    most likely tokens whose mass reaches top_p is kept.
+    """
+    scaled_RV = logits_RV / temperature
+    if top_k:
+        kth_R1 = jax.lax.top_k(scaled_RV, top_k)[0][:, -1:]
+        scaled_RV = jnp.where(scaled_RV < kth_R1, -jnp.inf, scaled_RV)
+    if use_top_p:
+        sorted_RV = -jnp.sort(-scaled_RV, axis=-1)
+        probs_RV = jax.nn.softmax(sorted_RV, axis=-1)
+        mass_before_RV = jnp.cumsum(probs_RV, axis=-1) - probs_RV
+        threshold_R1 = jnp.min(jnp.where(mass_before_RV < top_p, sorted_RV, jnp.inf), axis=-1, keepdims=True)
+        scaled_RV = jnp.where(scaled_RV < threshold_R1, -jnp.inf, scaled_RV)
+    return jax.nn.log_softmax(scaled_RV, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "settings", "mesh"))
+def _decode(params, config: TransformerConfig, settings: _Settings, cache, first_logits_BV, prompt_len_B, keys_R,
+            temperature, top_p, stop_transitions, stop_matched, eos_ids, mesh: Mesh | None = None):
+    """Fork the prompt cache N ways and decode up to max_new_tokens tokens per row on device."""
+    n, m = settings.num_samples, settings.max_new_tokens
+    fork = lambda x, axis=0: jnp.repeat(x, n, axis=axis)  # noqa: E731
+    cache = _constrain_cache({"k": fork(cache["k"], 1), "v": fork(cache["v"], 1), "pos": fork(cache["pos"]),
+                              "index": cache["index"]}, mesh)
+    logits_RV = _constrain_rows(fork(first_logits_BV), mesh)
+    position_R = fork(prompt_len_B)
+    rows = logits_RV.shape[0]
+    num_stops = stop_transitions.shape[0]
+
+    def body(state: _LoopState) -> _LoopState:
+        t = state.step
+        model_logprobs_RV = jax.nn.log_softmax(state.logits_RV, axis=-1)
+        if settings.greedy:
+            token_R = jnp.argmax(state.logits_RV, axis=-1).astype(jnp.int32)
+            sampled_logprob_R = jnp.zeros((rows,), jnp.float32)
+        else:
+            dist_RV = sampling_distribution(state.logits_RV, temperature, settings.top_k, top_p, settings.use_top_p)
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_R, t)
+            token_R = jax.vmap(jax.random.categorical)(step_keys, dist_RV).astype(jnp.int32)
+            sampled_logprob_R = jnp.take_along_axis(dist_RV, token_R[:, None], axis=-1)[:, 0]
+        model_logprob_R = jnp.take_along_axis(model_logprobs_RV, token_R[:, None], axis=-1)[:, 0]
+        live_R = ~state.done_R
+        tokens_RM = state.tokens_RM.at[:, t].set(jnp.where(live_R, token_R, settings.pad_id))
+        sampling_RM = state.sampling_logprobs_RM.at[:, t].set(jnp.where(live_R, sampled_logprob_R, 0.0))
+        model_RM = state.model_logprobs_RM.at[:, t].set(jnp.where(live_R, model_logprob_R, 0.0))
+        stop_idx = jnp.arange(num_stops)[None, :]
+        stop_state_RS = stop_transitions[stop_idx, state.stop_state_RS, token_R[:, None]]
+        hit_R = stop_matched[stop_idx, state.stop_state_RS, token_R[:, None]].any(axis=-1)
+        hit_R |= (token_R[:, None] == eos_ids[None, :]).any(axis=-1)
+        hidden_R1D, cache = forward_hidden(params, config, token_R[:, None], (position_R + t)[:, None],
+                                           jnp.ones((rows, 1), bool), state.cache)
+        return _LoopState(step=t + 1, cache=cache, logits_RV=unembed(params, config, hidden_R1D)[:, 0],
+                          tokens_RM=tokens_RM, sampling_logprobs_RM=sampling_RM, model_logprobs_RM=model_RM,
+                          done_R=state.done_R | hit_R, lengths_R=state.lengths_R + live_R.astype(jnp.int32),
+                          stop_state_RS=stop_state_RS)
+
+    def cond(state: _LoopState):
+        return (state.step < m) & ~jnp.all(state.done_R)
+
+    init = _LoopState(step=jnp.zeros((), jnp.int32), cache=cache, logits_RV=logits_RV,
+                      tokens_RM=jnp.full((rows, m), settings.pad_id, jnp.int32),
+                      sampling_logprobs_RM=jnp.zeros((rows, m), jnp.float32),
+                      model_logprobs_RM=jnp.zeros((rows, m), jnp.float32), done_R=jnp.zeros((rows,), bool),
+                      lengths_R=jnp.zeros((rows,), jnp.int32), stop_state_RS=jnp.zeros((rows, num_stops), jnp.int32))
+    final = jax.lax.while_loop(cond, body, init)
+    return (final.tokens_RM, final.lengths_R, final.done_R, final.sampling_logprobs_RM, final.model_logprobs_RM)
+
+
+def _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p):
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty; expected at least one prompt (a sequence of token ids)")
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples}; expected an integer >= 1")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}; expected an integer >= 1")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature}; expected >= 0 (0 means greedy)")
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k}; expected >= 0 (0 disables top-k)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}; expected a value in (0, 1]")
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+        if len(prompt) + max_new_tokens > config.max_seq_len:
+            raise ValueError(f"prompt {i} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
+                             f"the model context of {config.max_seq_len} tokens")
+        if min(prompt) < 0 or max(prompt) >= config.vocab_size:
+            raise ValueError(f"prompt {i} has token ids outside [0, {config.vocab_size})")
+
+
+def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], *, num_samples: int = 1,
+           max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           stop: StopSpec | None = None, rng: jax.Array | None = None, mesh: Mesh | None = None,
+           max_rows: int = 256, pad_id: int = 0, progress: bool = False) -> SampleOutput:
+    """Sample `num_samples` completions for each prompt (token-id lists); temperature 0 is greedy.
+
+    Prompts are processed in micro-batches of at most max(1, max_rows // num_samples) prompts.
+    With a mesh, rows are sharded over its data x fsdp axes (params should be placed with
+    `sharding.param_shardings(..., decode=True)`).
+    """
+    _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p)
+    if rng is None and temperature > 0:
+        raise ValueError("rng is required when temperature > 0")
+    rng = jax.random.key(0) if rng is None else rng
+    stop = stop or StopSpec.none(config.vocab_size)
+    settings = _Settings(num_samples, max_new_tokens, temperature == 0, min(top_k, config.vocab_size), top_p < 1, pad_id)
+    divisor = sharding.batch_divisor(mesh)
+    per_batch = max(1, max_rows // num_samples)
+    per_batch = _bucket(1 << (per_batch.bit_length() - 1), multiple_of=divisor)
+    stop_args = (jnp.asarray(stop.transitions), jnp.asarray(stop.matched),
+                 jnp.asarray(stop.eos_ids or (-1,), jnp.int32))
+    chunks = range(0, len(prompts), per_batch)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="sampling", unit="batch")
+    outputs = []
+    for start in chunks:
+        group = list(prompts[start:start + per_batch])
+        batch = _bucket(len(group), multiple_of=divisor)
+        width = _bucket(max(len(p) for p in group), 16)
+        encoded = pad_batch(group + [group[0]] * (batch - len(group)), pad_id, "left", width)
+        tokens, valid = jnp.asarray(encoded.tokens), jnp.asarray(encoded.valid)
+        if mesh is not None:
+            tokens, valid = (jax.device_put(x, sharding.batch_sharding(mesh, 2)) for x in (tokens, valid))
+        prompt_keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(start, start + batch))
+        keys_R = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(num_samples)))(
+            prompt_keys).reshape(-1)
+        cache, logits = _prefill(params, config, tokens, valid, width + max_new_tokens, mesh)
+        result = _decode(params, config, settings, cache, logits, jnp.asarray(encoded.lengths, jnp.int32), keys_R,
+                         jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), *stop_args, mesh)
+        rows = len(group) * num_samples
+        outputs.append([np.asarray(x)[:rows] for x in jax.device_get(result)])
+    tokens, lengths, done, sampling_lp, model_lp = (np.concatenate(parts) for parts in zip(*outputs))
+    b = len(prompts)
+    return SampleOutput(tokens.reshape(b, num_samples, -1), lengths.reshape(b, num_samples),
+                        done.reshape(b, num_samples), sampling_lp.reshape(b, num_samples, -1),
+                        model_lp.reshape(b, num_samples, -1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """One decoded completion with its log-likelihoods (sums over its tokens)."""
+
+    text: str  # decoded, cut before the first stop string, special tokens dropped
+    tokens: list[int]  # up to and including the EOS / stop-completing token
+    finished: bool
+    sampling_logprob: float
+    model_logprob: float
+
+
+def generate(config: TransformerConfig, params, tokenizer, prompts: Sequence[str | Sequence[dict]], *,
+             num_samples: int = 1, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, stop_strings: Sequence[str] = (), rng: jax.Array | None = None,
+             chat: bool = False, mesh: Mesh | None = None, max_rows: int = 256,
+             progress: bool = False) -> list[list[Generation]]:
+    """Text in, text out: sample completions of text prompts (or chat message lists when chat=True)."""
+    texts = [tokenizer.apply_chat_template(p) if chat else p for p in prompts]
+    token_lists = [tokenizer.encode(t) for t in texts]
+    stop = StopSpec.from_tokenizer(tokenizer, stop_strings)
+    out = sample(params, config, token_lists, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                 temperature=temperature, top_k=top_k, top_p=top_p, stop=stop, rng=rng, mesh=mesh,
+                 max_rows=max_rows, pad_id=tokenizer.pad_id, progress=progress)
+    results = []
+    for b in range(len(prompts)):
+        row = []
+        for j in range(num_samples):
+            n = int(out.lengths[b, j])
+            tokens = out.tokens[b, j, :n].tolist()
+            text, _ = stop.cut_text(tokenizer.decode(tokens))
+            row.append(Generation(text, tokens, bool(out.finished[b, j]),
+                                  float(out.sampling_logprobs[b, j, :n].sum()), float(out.model_logprobs[b, j, :n].sum())))
+        results.append(row)
+    return results
