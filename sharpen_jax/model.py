@@ -97,12 +97,14 @@ class Attention(nn.Module):
 
         if layer_cache is None:
             keys_BSKH, values_BSKH, new_cache = k_BTKH, v_BTKH, None
-        else:
-            cache_k, cache_v = layer_cache
-            start = (0, write_index, 0, 0)
-            keys_BSKH = jax.lax.dynamic_update_slice(cache_k, k_BTKH.astype(cache_k.dtype), start)
-            values_BSKH = jax.lax.dynamic_update_slice(cache_v, v_BTKH.astype(cache_v.dtype), start)
-            new_cache = (keys_BSKH, values_BSKH)
+        else:  # write this layer's new keys into the all-layer cache in place, then read the layer back
+            cache_k, cache_v, layer = layer_cache
+            start = (layer, 0, write_index, 0, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k_BTKH.astype(cache_k.dtype)[None], start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v_BTKH.astype(cache_v.dtype)[None], start)
+            keys_BSKH = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False)
+            values_BSKH = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
+            new_cache = (cache_k, cache_v)
 
         q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
         scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH.astype(q_BTKGH.dtype),
@@ -129,19 +131,26 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block; a scan body: (x, layer_cache) -> (x, new_layer_cache)."""
+    """Pre-norm decoder block as a scan body: ((x, cache_k, cache_v), layer) -> ((x, k, v), None).
+
+    The all-layer cache travels in the scan carry and is updated in place at this layer's index;
+    scanning it as xs/ys instead would copy the whole cache at every decode step.
+    """
 
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BTD, layer_cache, cos_BTH, sin_BTH, mask_BTS, write_index):
+    def __call__(self, carry, layer, cos_BTH, sin_BTH, mask_BTS, write_index):
         cfg = self.config
+        x_BTD, cache_k, cache_v = carry
+        layer_cache = None if cache_k is None else (cache_k, cache_v, layer)
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)  # noqa: E731
         attn_out, new_cache = Attention(cfg, name="attn")(
             norm("attn_norm")(x_BTD), cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index)
         x_BTD = x_BTD + attn_out
         x_BTD = x_BTD + MLP(cfg, name="mlp")(norm("mlp_norm")(x_BTD))
-        return x_BTD, new_cache
+        cache_k, cache_v = new_cache if new_cache is not None else (None, None)
+        return (x_BTD, cache_k, cache_v), None
 
 
 class Transformer(nn.Module):
@@ -158,25 +167,25 @@ class Transformer(nn.Module):
         cos_BTH, sin_BTH = rotary_tables(cfg, positions_BT)
         new_pos_BT = jnp.where(valid_BT, positions_BT, -1).astype(jnp.int32)
         if cache is None:
-            write_index, kv_pos_BS, layer_caches = 0, new_pos_BT, None
+            write_index, kv_pos_BS, cache_k, cache_v = 0, new_pos_BT, None, None
         else:
             write_index = cache["index"]
             kv_pos_BS = jax.lax.dynamic_update_slice(cache["pos"], new_pos_BT, (0, write_index))
-            layer_caches = (cache["k"], cache["v"])
+            cache_k, cache_v = cache["k"], cache["v"]
         mask_BTS = attention_mask(cfg, positions_BT, kv_pos_BS, write_index)
 
         block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
         layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                          length=cfg.num_layers)
-        x_BTD, new_layer_caches = layers(cfg, name="layers")(
-            x_BTD, layer_caches, cos_BTH, sin_BTH, mask_BTS, write_index)
+        (x_BTD, cache_k, cache_v), _ = layers(cfg, name="layers")(
+            (x_BTD, cache_k, cache_v), jnp.arange(cfg.num_layers), cos_BTH, sin_BTH, mask_BTS, write_index)
         x_BTD = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name="final_norm")(x_BTD)
         if not cfg.tie_embeddings:  # the head is read by `unembed`, outside the module
             self.param("lm_head", nn.initializers.normal(0.02), (cfg.dim, cfg.vocab_size), cfg.weight_dtype)
         if cache is None:
             return x_BTD, None
-        new_cache = {"k": new_layer_caches[0], "v": new_layer_caches[1], "pos": kv_pos_BS,
+        new_cache = {"k": cache_k, "v": cache_v, "pos": kv_pos_BS,
                      "index": write_index + tokens_BT.shape[1]}
         return x_BTD, new_cache
 

@@ -1,0 +1,102 @@
+"""Benchmark plumbing: machine description, timing, the measured compute bound, peers, JSON output.
+
+Every benchmark writes one JSON document in the layout of DESIGN.md:
+{"benchmark", "machine": {...}, "workloads": [{"name", "unit", "ours", "peers": {name: value|null},
+ "peer_notes": {name: reason}, "bound": {"value", "kind"}, ...}]}
+Timings are medians of several runs after a warm-up; compile time is reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def machine_info() -> dict:
+    """CPU model, core count, load average at start, device list and library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+            "devices": ", ".join(str(d) for d in jax.devices()), "jax": jax.__version__}
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
+    """Median / min seconds of `fn()` (which must block until done) after `warmup` calls.
+
+    The first warm-up call's duration is reported as `first_call_s` (compile + one run).
+    """
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "first_call_s": first, "runs": repeats}
+
+
+def measured_matmul_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Float32 matmul FLOP/s of this machine as XLA achieves it on a large square matmul."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    matmul = jax.jit(lambda x: x @ x)
+    timing = time_call(lambda: matmul(a).block_until_ready(), repeats=repeats, warmup=2)
+    return 2.0 * size**3 / timing["min_s"]
+
+
+def fastest_torch_threads(run: Callable[[], object], candidates=(1, 2), repeats: int = 3) -> tuple[int, dict]:
+    """Time `run` under each torch thread count; return the fastest count and all timings."""
+    import torch
+
+    timings = {}
+    for threads in candidates:
+        torch.set_num_threads(threads)
+        timings[threads] = time_call(run, repeats=repeats, warmup=1)["median_s"]
+    best = min(timings, key=timings.get)
+    torch.set_num_threads(best)
+    return best, timings
+
+
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", required=True, help="where to write the JSON results")
+    parser.add_argument("--repeats", type=int, default=5)
+    if extra:
+        extra(parser)
+    args = parser.parse_args()
+    if os.path.exists(args.json) and not os.path.isfile(args.json):
+        parser.error(f"--json {args.json} exists and is not a file")
+    return args
+
+
+def write_report(path: str, name: str, workloads: list[dict], extra: dict | None = None) -> None:
+    """Print a table and write the JSON document (atomically: a temp file, then rename)."""
+    doc = {"benchmark": name, "machine": machine_info(), "workloads": workloads, **(extra or {})}
+    print(f"\n{name} ({doc['machine']['cpu']}, {doc['machine']['cores']} cores)")
+    print(f"{'workload':40s} {'unit':>9s} {'ours':>10s}  peers / bound")
+    for w in workloads:
+        peers = ", ".join(f"{k}={v:.1f}" if v is not None else f"{k}=n/a" for k, v in w.get("peers", {}).items())
+        bound = w.get("bound") or {}
+        bound_text = f"; bound({bound.get('kind')})={bound['value']:.1f}" if bound.get("value") else ""
+        print(f"{w['name']:40s} {w['unit']:>9s} {w['ours']:10.1f}  {peers}{bound_text}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
