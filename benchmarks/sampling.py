@@ -1,0 +1,106 @@
+"""Sampling throughput: N completions per prompt on SmolLM2-135M, side by side with transformers and llama.cpp.
+
+    python -m benchmarks.sampling --json runs/bench/sampling.json [--prompts 16 --samples 16 --new 64]
+
+Workload (issue 3): 16 prompts of 100 tokens, N = 16 samples each, 64 new tokens, temperature 1,
+no truncation, every sequence forced to the full 64 tokens (no stop), float32. Reported: generated
+tokens/s (prompts x N x new / wall time, prefill included) for
+  * ours: `sampling.sample` (one prefill per prompt, cache forked N ways, on-device while_loop);
+  * transformers: `generate(do_sample=True, num_return_sequences=N, top_k=0, min_new_tokens=new)`
+    on the same dequantized GGUF weights, PyTorch at the faster of 1 and 2 threads (both timed);
+  * llama.cpp (llama-cpp-python, optional): the same GGUF (its native Q4_1/Q8_0 weights), one
+    prefill per prompt, KV copied to N sequences, all N x prompts sequences decoded in one batch
+    per step (see benchmarks/llama_cpp_peer.py);
+and the compute bound (measured matmul FLOP/s over the model's FLOPs per generated token) with the
+fraction reached. Batch-1 greedy latency per token is reported as a second workload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import common
+from sharpen_jax import sampling, weights
+
+
+def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
+    """(tokens/s, note) for transformers' generate at its faster thread count, or (None, reason)."""
+    try:
+        import torch
+        import transformers
+    except ImportError as err:
+        return None, f"transformers/torch not installed ({err}); pip install -e .[peers]"
+    import os
+
+    directory, filename = os.path.split(weights.smollm2_gguf_path())
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
+                                                                 dtype=torch.float32).eval()
+    ids = torch.as_tensor(prompts, dtype=torch.long)
+
+    def run():
+        torch.manual_seed(0)
+        with torch.no_grad():
+            out = hf_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                    temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=num_samples,
+                                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+        assert out.shape == (len(prompts) * num_samples, prompts.shape[1] + new_tokens)
+
+    threads, by_threads = common.fastest_torch_threads(run, repeats=1)
+    generated = prompts.shape[0] * num_samples * new_tokens
+    note = "torch threads={}; seconds by threads: {}".format(
+        threads, ", ".join(f"{k}: {v:.1f}" for k, v in by_threads.items()))
+    return generated / by_threads[threads], note
+
+
+def _llama_cpp_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
+    try:
+        from benchmarks import llama_cpp_peer
+    except ImportError as err:
+        return None, f"llama-cpp-python not installed ({err})"
+    return llama_cpp_peer.batched_sampling_tokens_per_s(weights.smollm2_gguf_path(), prompts, num_samples, new_tokens)
+
+
+def main() -> None:
+    def extra(parser):
+        parser.add_argument("--prompts", type=int, default=16)
+        parser.add_argument("--samples", type=int, default=16)
+        parser.add_argument("--prompt-len", type=int, default=100)
+        parser.add_argument("--new", type=int, default=64)
+        parser.add_argument("--skip-peers", action="store_true", help="measure ours and the bound only")
+
+    args = common.parse_args(__doc__.splitlines()[0], extra)
+    config, params = weights.load("smollm2-135m-instruct")
+    peak = common.measured_matmul_flops()
+    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len))
+    prompt_lists = prompts.tolist()
+    generated = args.prompts * args.samples * args.new
+    key = __import__("jax").random.key(0)
+    ours = common.time_call(lambda: sampling.sample(params, config, prompt_lists, num_samples=args.samples,
+                                                    max_new_tokens=args.new, rng=key), repeats=args.repeats)
+    # FLOPs per generated token: decode attends to prompt + half the new tokens on average; the
+    # prompt prefill is amortized over the N samples.
+    flops = config.flops_per_token(args.prompt_len + args.new / 2) + (
+        config.flops_per_token(args.prompt_len / 2) * args.prompt_len / (args.samples * args.new))
+    bound = peak / flops
+    peers, notes = {}, {}
+    for name, peer in (("transformers", _transformers_peer), ("llama.cpp", _llama_cpp_peer)):
+        if args.skip_peers:
+            peers[name], notes[name] = None, "skipped (--skip-peers)"
+            continue
+        peers[name], notes[name] = peer(prompts, args.samples, args.new)
+    ours_tps = generated / ours["median_s"]
+    latency = common.time_call(lambda: sampling.sample(params, config, prompt_lists[:1], max_new_tokens=args.new,
+                                                       temperature=0.0), repeats=args.repeats)
+    workloads = [
+        {"name": f"smollm2-135m b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s", "ours": ours_tps,
+         "peers": peers, "peer_notes": notes, "bound": {"value": bound, "kind": "compute"},
+         "fraction_of_bound": ours_tps / bound, "compile_s": ours["first_call_s"], "ours_median_s": ours["median_s"]},
+        {"name": f"smollm2-135m batch-1 greedy new{args.new} latency", "unit": "ms/token",
+         "ours": 1000 * latency["median_s"] / args.new, "peers": {}, "compile_s": latency["first_call_s"],
+         "note": f"includes one {args.prompt_len}-token prefill"},
+    ]
+    common.write_report(args.json, "sampling", workloads, {"matmul_flops": peak})
+
+
+if __name__ == "__main__":
+    main()
