@@ -54,7 +54,8 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
                                                cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None when there is none."""
@@ -104,6 +105,14 @@ class Checkpointer:
         state = TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"], rng=tree["rng"],
                            frozen=target.frozen)
         return state, dict(restored["data"] or {})
+
+    def read_arrays(self, step: int | None = None) -> dict:
+        """The saved {"step", "params", "opt_state", "rng"} tree as written (no target needed; for inspection)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint to read in {self.directory}")
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        return restored["state"]
 
     def restore_or_init(self, init: TrainState) -> tuple[TrainState, dict, bool]:
         """Resume from the latest checkpoint if there is one: (state, data, resumed)."""

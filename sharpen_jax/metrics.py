@@ -10,11 +10,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any, Mapping
 
 import numpy as np
-import tensorboardX
 import tqdm
+
+
+def _import_tensorboardx():
+    """tensorboardX, imported without PyTorch.
+
+    tensorboardX imports torch at import time when it is installed (here it is, for the peer
+    benchmarks), which costs ~10 s on a small CPU; scalar logging never needs it, so torch is hidden
+    for the import unless something already loaded it.
+    """
+    if "torch" in sys.modules:
+        import tensorboardX
+        return tensorboardX
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX tolerates
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
 
 
 def _to_float(value: Any) -> float:
@@ -40,7 +58,7 @@ class MetricsWriter:
         with open(self.jsonl_path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         self._jsonl = open(self.jsonl_path, "a")
-        self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = _import_tensorboardx().SummaryWriter(os.path.join(workdir, "tensorboard"))
         self._bar = tqdm.tqdm(total=total_steps, initial=resume_step, disable=not progress, dynamic_ncols=True,
                               desc="train")
 
@@ -71,3 +89,26 @@ class MetricsWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def plot_training_curves(jsonl_path: str, out_path: str, train_keys=("loss",), eval_keys=()) -> str:
+    """A PNG with one panel per metric: train metrics against step, eval metrics with markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_jsonl(jsonl_path)
+    panels = [("train", k) for k in train_keys] + [("eval", k) for k in eval_keys]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    for ax, (split, key) in zip(axes[0], panels):
+        points = [(r["step"], r[key]) for r in records if r.get("split") == split and isinstance(r.get(key), float)]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, marker="o" if split == "eval" else None)
+        ax.set_title(f"{split}/{key}")
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
