@@ -72,6 +72,20 @@ def fastest_torch_threads(run: Callable[[], object], candidates=(1, 2), repeats:
     return best, timings
 
 
+def transformers_smollm2():
+    """(transformers model of the same SmolLM2 GGUF in float32, None) or (None, why it is unavailable)."""
+    try:
+        import torch
+        import transformers
+    except ImportError as err:
+        return None, f"transformers/torch not installed ({err}); pip install -e .[peers]"
+    from sharpen_jax.weights import smollm2_gguf_path
+
+    directory, filename = os.path.split(smollm2_gguf_path())
+    return transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
+                                                             dtype=torch.float32).eval(), None
+
+
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", required=True, help="where to write the JSON results")

@@ -25,16 +25,11 @@ from sharpen_jax import sampling, weights
 
 def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
     """(tokens/s, note) for transformers' generate at its faster thread count, or (None, reason)."""
-    try:
-        import torch
-        import transformers
-    except ImportError as err:
-        return None, f"transformers/torch not installed ({err}); pip install -e .[peers]"
-    import os
+    hf_model, reason = common.transformers_smollm2()
+    if hf_model is None:
+        return None, reason
+    import torch
 
-    directory, filename = os.path.split(weights.smollm2_gguf_path())
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
-                                                                 dtype=torch.float32).eval()
     ids = torch.as_tensor(prompts, dtype=torch.long)
 
     def run():

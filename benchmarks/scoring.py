@@ -20,16 +20,11 @@ from sharpen_jax import scoring, weights
 
 def _torch_scorer(tokens_BT: np.ndarray):
     """A closure running transformers' forward + log-softmax + gather, or (None, reason)."""
-    try:
-        import torch
-        import transformers
-    except ImportError as err:
-        return None, f"transformers/torch not installed ({err}); pip install -e .[peers]"
-    import os
+    hf_model, reason = common.transformers_smollm2()
+    if hf_model is None:
+        return None, reason
+    import torch
 
-    directory, filename = os.path.split(weights.smollm2_gguf_path())
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
-                                                                 dtype=torch.float32).eval()
     ids = torch.as_tensor(tokens_BT, dtype=torch.long)
 
     def run():
