@@ -1,0 +1,12 @@
+"""Exact small sharpening problems on which the statements of Huang et al. (2024) are checked numerically.
+
+Modules:
+    exact           closed forms: y*, C_cov, pi*_beta ∝ pi_base^(1+1/beta), KL, (eps, delta)-sharpness, bounds
+    policies        enumerable policy classes: tabular, autoregressive over V^H, linear softmax
+    families        problems with known answers (spiked tabular, bit-agreement linear softmax, greedy threshold)
+    sampling        samplers with explicit keys, best-of-N, the adaptive sample-size rule
+    sft_sharpening  SFT-Sharpening trained with `sharpen_jax.algorithms.sft.make_sft_step`
+    rlhf_sharpening reward-DPO and XPO trained with `sharpen_jax.algorithms.policy_optimization.make_po_step`
+    sweeps          empirical sample complexity over seeds, the C_cov and separation sweeps
+    validation      direct optimization, greedy and best-of-N scans, the notebooks' size flag
+"""
