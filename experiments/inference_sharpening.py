@@ -1,0 +1,280 @@
+"""Inference-time sharpening: best-of-N with self-rewards against greedy, one sample and pass@N.
+
+    python -m experiments.inference_sharpening \\
+        --config=experiments/configs/inference_sharpening.py:cpu --workdir runs/inference_cpu
+
+For every model and task (Huang et al., 2024, Section 5): the first `num_prompts` test questions
+are asked with k-shot prompts; greedy decoding gives the baseline; N_max completions are sampled
+at temperature 1 and scored with each self-reward (`sharpen_jax.rewards`) under the reward model;
+best-of-N accuracy at each N <= N_max is estimated by subsampling (`algorithms.best_of_n`).
+
+The workdir receives
+  config.json    the config the run started with (a resumed run must match it),
+  results.jsonl  one JSON line per prompt: the greedy completion and, for each sample, its text,
+                 extracted answer, correctness, length and every reward, so any table or figure can
+                 be recomputed without resampling,
+  summary.json   the accuracy table per model, task, reward and N, with standard errors,
+  summary.md     the same table as markdown, and figures/ (experiments.plots).
+Prompts are processed in fixed batches of `prompt_batch_size` whose sampling keys depend only on
+(seed, model, task, batch), and each finished batch is appended to results.jsonl at once; an
+interrupted run started again with the same command skips the finished batches and ends with
+the same results and summary as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import os
+import zlib
+
+import jax
+import numpy as np
+import tqdm
+
+from experiments import common, plots
+from experiments.configs import inference_sharpening as configs
+from sharpen_jax import rewards, sampling, scoring, sharding, tasks, tokenizer as tokenizers, weights
+from sharpen_jax.algorithms import best_of_n
+from sharpen_jax.config import TransformerConfig
+from sharpen_jax.model import init_params
+from sharpen_jax.stopping import StopSpec
+
+RESULTS, SUMMARY, SUMMARY_MD = "results.jsonl", "summary.json", "summary.md"
+RUN_CONTROL_KEYS = ("progress", "max_batches")  # may change between a run and its resumption
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One resumable unit of work: a batch of consecutive prompts of one task for one model."""
+
+    model: str
+    task: str
+    batch: int
+    indices: tuple[int, ...]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model spec with its config, parameters (placed on the mesh if any) and tokenizer."""
+
+    spec: str
+    config: TransformerConfig
+    params: dict
+    tokenizer: tokenizers.Tokenizer
+
+
+def validate(config) -> dict[str, tasks.Task]:
+    """Check the whole config before any model is loaded or sampled; returns the task objects."""
+    template = configs.task_entry(1, 0, 1)
+    common.check_keys(config, configs.defaults(), each={"config.tasks": template}, free=("config.tasks.*.options",))
+    if not config.models:
+        raise common.ConfigError("config.models is empty; give at least one model")
+    unknown = [r for r in config.rewards if r not in rewards.NAMES]
+    if unknown or not config.rewards:
+        raise common.ConfigError(f"config.rewards has unknown reward(s) {unknown}; valid: {list(rewards.NAMES)}")
+    bad_ns = [n for n in config.ns if not 1 <= n <= config.num_samples]
+    if bad_ns or not config.ns:
+        raise common.ConfigError(f"config.ns={tuple(config.ns)} must be in [1, num_samples={config.num_samples}]")
+    if not config.tasks:
+        raise common.ConfigError("config.tasks is empty; give at least one task")
+    if config.dtype not in ("", "float32", "bfloat16", "float16"):
+        raise common.ConfigError(f"config.dtype={config.dtype!r}; expected '', 'float32', 'bfloat16' or 'float16'")
+    specs = [*config.models, config.reward_model, config.tokenizer]
+    for spec in filter(None, specs):
+        if spec.startswith("random:"):
+            if not spec[len("random:"):].isdigit():
+                raise common.ConfigError(f"model {spec!r}: expected 'random:SEED' with an integer seed")
+            if not config.tokenizer:
+                raise common.ConfigError(f"model {spec!r} has no tokenizer of its own; set config.tokenizer")
+        else:
+            weights.resolve(spec)
+    task_objects = {}
+    for name, entry in config.tasks.items():
+        task = tasks.get(name, data_dir=config.data_dir or None, **entry.options.to_dict())
+        available = len(task.examples(config.split))
+        if not 1 <= entry.num_prompts <= available:
+            raise common.ConfigError(f"config.tasks.{name}.num_prompts={entry.num_prompts}; the {config.split!r} "
+                                     f"split of {name!r} has {available} examples")
+        task_objects[name] = task
+    return task_objects
+
+
+def plan(config) -> list[Unit]:
+    """All units of the run in processing order: models, then tasks, then prompt batches."""
+    units = []
+    for model in config.models:
+        for name, entry in config.tasks.items():
+            for batch, start in enumerate(range(0, entry.num_prompts, config.prompt_batch_size)):
+                stop = min(start + config.prompt_batch_size, entry.num_prompts)
+                units.append(Unit(model, name, batch, tuple(range(start, stop))))
+    return units
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(spec: str) -> tokenizers.Tokenizer:
+    """tokenizer.load, once per spec per process (reading a GGUF's vocabulary takes seconds)."""
+    return tokenizers.load(spec)
+
+
+def load_model(spec: str, config, mesh) -> LoadedModel:
+    """Weights and tokenizer of a model spec ("random:SEED" builds config.random_model at random)."""
+    if spec.startswith("random:"):
+        tok = load_tokenizer(config.tokenizer)
+        model_config = TransformerConfig(vocab_size=tok.vocab_size, **config.random_model.to_dict())
+        params = init_params(model_config, jax.random.key(int(spec.split(":")[1])))
+    else:
+        model_config, params = weights.load(spec, dtype=config.dtype or None, mesh=mesh)
+        tok = load_tokenizer(config.tokenizer or spec)
+    if mesh is not None:
+        params = jax.device_put(params, sharding.param_shardings(params, mesh, decode=True))
+    return LoadedModel(spec, model_config, params, tok)
+
+
+def unit_rng(config, unit: Unit) -> jax.Array:
+    """The sampling key of a unit: depends on the seed, model, task and batch only."""
+    key = jax.random.key(config.seed)
+    for part in (zlib.crc32(unit.model.encode()), zlib.crc32(unit.task.encode()), unit.batch):
+        key = jax.random.fold_in(key, part)
+    return key
+
+
+def rescore(ref: LoadedModel, prompt_tokens, out: sampling.SampleOutput, batch_size: int) -> np.ndarray:
+    """Per-token log-probs of the sampled completions under the reward model, float32[B, N, M]."""
+    b, n, m = out.tokens.shape
+    rows = [(i, j) for i in range(b) for j in range(n)]
+    width = -(-max(len(p) for p in prompt_tokens) // 64) * 64
+    logprobs = np.zeros((b, n, m), np.float32)
+    for start in range(0, len(rows), batch_size):
+        group = rows[start:start + batch_size]
+        group = group + [group[0]] * (batch_size - len(group))
+        prompts = tokenizers.pad_batch([prompt_tokens[i] for i, _ in group], ref.tokenizer.pad_id, "left", width)
+        completion_BC = np.stack([out.tokens[i, j] for i, j in group])
+        valid_BC = np.arange(m)[None, :] < np.array([out.lengths[i, j] for i, j in group])[:, None]
+        scores = scoring.score_completions(ref.params, ref.config, prompts.tokens, prompts.valid, completion_BC,
+                                           valid_BC)
+        token_logprobs = np.asarray(scores.token_logprobs)
+        for row, (i, j) in enumerate(group[:len(rows[start:start + batch_size])]):
+            logprobs[i, j] = token_logprobs[row]
+    return logprobs
+
+
+def run_unit(config, unit: Unit, task, stop: StopSpec, policy: LoadedModel, ref: LoadedModel, reward_fns, mesh,
+             bar) -> list[dict]:
+    """Sample, grade and score one batch of prompts; returns its results.jsonl records."""
+    entry = config.tasks[unit.task]
+    examples = [task.examples(config.split)[i] for i in unit.indices]
+    prompts = [task.format_prompt(ex, num_shots=entry.num_shots) for ex in examples]
+    prompt_tokens = [policy.tokenizer.encode(p) for p in prompts]
+    common_args = dict(max_new_tokens=entry.max_new_tokens, stop=stop, mesh=mesh, max_rows=config.max_rows,
+                       pad_id=policy.tokenizer.pad_id)
+    bar.set_postfix_str(f"{unit.task}: greedy")
+    greedy = sampling.sample(policy.params, policy.config, prompt_tokens, num_samples=1, temperature=0.0,
+                             **common_args)
+    bar.set_postfix_str(f"{unit.task}: sampling")
+    out = sampling.sample(policy.params, policy.config, prompt_tokens, num_samples=config.num_samples,
+                          temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                          rng=unit_rng(config, unit), **common_args)
+    decode = lambda o, i, j: stop.cut_text(policy.tokenizer.decode(o.tokens[i, j, :o.lengths[i, j]]))[0]  # noqa: E731
+    texts = [[decode(out, i, j) for j in range(config.num_samples)] for i in range(len(examples))]
+    grades = [[task.grade(ex, text) for text in row] for ex, row in zip(examples, texts)]
+    bar.set_postfix_str(f"{unit.task}: scoring")
+    token_logprobs = out.model_logprobs if ref is policy else rescore(ref, prompt_tokens, out, config.score_batch_size)
+    inputs = rewards.RewardInputs.build(prompts, [ex.question for ex in examples], texts, token_logprobs,
+                                        out.lengths, [[g.extracted for g in row] for row in grades])
+    scores = {name: fn(inputs) for name, fn in reward_fns.items()}
+    records = []
+    for i, ex in enumerate(examples):
+        greedy_text = decode(greedy, i, 0)
+        greedy_grade = task.grade(ex, greedy_text)
+        samples = [{"text": texts[i][j], "extracted": grades[i][j].extracted, "correct": grades[i][j].correct,
+                    "num_tokens": int(out.lengths[i, j]), "finished": bool(out.finished[i, j]),
+                    "rewards": {name: float(s[i, j]) for name, s in scores.items()}}
+                   for j in range(config.num_samples)]
+        records.append({"model": unit.model, "task": unit.task, "batch": unit.batch, "index": unit.indices[i],
+                        "id": ex.id, "question": ex.question, "reference": ex.answer, "prompt": prompts[i],
+                        "greedy": {"text": greedy_text, "extracted": greedy_grade.extracted,
+                                   "correct": greedy_grade.correct, "num_tokens": int(greedy.lengths[i, 0])},
+                        "samples": samples})
+    return records
+
+
+def finished_units(records: list[dict], units: list[Unit]) -> tuple[set[Unit], list[dict]]:
+    """Units whose every prompt has a record, and the records of those units only (partial ones dropped)."""
+    present = collections.defaultdict(set)
+    for r in records:
+        present[(r["model"], r["task"], r["batch"])].add(r["index"])
+    done = {u for u in units if present.get((u.model, u.task, u.batch)) == set(u.indices)}
+    keys = {(u.model, u.task, u.batch) for u in done}
+    return done, [r for r in records if (r["model"], r["task"], r["batch"]) in keys]
+
+
+def summarize(records: list[dict], config) -> dict:
+    """summary.json: per model and task, greedy / single-sample / pass@N / best-of-N per reward at each N."""
+    table: dict = {}
+    for (model, task), arrays in plots.task_arrays(records).items():
+        fixed = {name: arrays.rewards[name] for name in config.rewards if name != "majority"}
+        subset = {}
+        if "majority" in config.rewards:
+            ids_BN, loglik_BN = rewards.answer_ids(arrays.answers), arrays.rewards["log_likelihood"]
+            subset["majority"] = lambda idx: rewards.majority_scores(  # noqa: E731
+                np.take_along_axis(ids_BN[:, None], idx, -1), np.take_along_axis(loglik_BN[:, None], idx, -1))
+        result = best_of_n.summarize(arrays.correct, arrays.greedy, config.ns, fixed, subset,
+                                     max_exact_subsets=config.max_exact_subsets, num_draws=config.num_draws,
+                                     seed=config.seed)
+        result["best_of_n"] = {name: result["best_of_n"][name] for name in config.rewards}
+        table.setdefault(model, {})[task] = result
+    return {"experiment": "inference_sharpening", "ns": list(config.ns), "rewards": list(config.rewards),
+            "temperature": config.temperature, "results": table}
+
+
+def run(config, workdir: str) -> dict | None:
+    """Run (or resume) the experiment; returns the summary, or None when stopped by max_batches."""
+    task_objects = validate(config)
+    common.prepare_workdir(workdir, config, ignore=RUN_CONTROL_KEYS)
+    path = os.path.join(workdir, RESULTS)
+    units = plan(config)
+    done, kept = finished_units(common.read_jsonl(path), units)
+    common.rewrite_jsonl(path, kept)
+    todo = [u for u in units if u not in done]
+    budget = config.max_batches or len(todo)
+    mesh = sharding.make_mesh(data=-1, model=config.model_parallel) if config.shard else None
+    bar = tqdm.tqdm(total=sum(len(u.indices) for u in todo), desc="prompts", unit="prompt", disable=not config.progress)
+    reference = load_model(config.reward_model, config, mesh) if config.reward_model and todo else None
+    for model in config.models:
+        mine = [u for u in todo[:budget] if u.model == model]
+        if not mine:
+            continue
+        policy = load_model(model, config, mesh)
+        ref = reference or policy
+        if ref.tokenizer.backend.get_vocab() != policy.tokenizer.backend.get_vocab():
+            raise common.ConfigError(f"reward model {config.reward_model!r} has a different vocabulary from {model!r}; "
+                                     f"rescoring needs both to share a tokenizer")
+        reward_fns = {name: rewards.BUILTIN[name] for name in ("log_likelihood", *config.rewards) if name != "verifier"}
+        if "verifier" in config.rewards:
+            reward_fns["verifier"] = rewards.make_verifier_reward(
+                ref.params, ref.config, ref.tokenizer, template=config.verifier_template,
+                batch_size=config.score_batch_size, progress=config.progress)
+        stops = {name: StopSpec.from_tokenizer(policy.tokenizer, task.stop) for name, task in task_objects.items()}
+        for unit in mine:
+            bar.set_description(f"{os.path.basename(model)}")
+            common.append_jsonl(path, run_unit(config, unit, task_objects[unit.task], stops[unit.task], policy, ref,
+                                               reward_fns, mesh, bar))
+            bar.update(len(unit.indices))
+    bar.close()
+    if budget < len(todo):
+        print(f"stopped after max_batches={config.max_batches} batches; run the same command again to resume")
+        return None
+    summary = summarize(common.read_jsonl(path), config)
+    common.write_json(os.path.join(workdir, SUMMARY), summary)
+    with open(os.path.join(workdir, SUMMARY_MD), "w") as f:
+        f.write(plots.markdown_tables(summary))
+    figures = plots.make_figures(workdir)
+    print(plots.markdown_tables(summary))
+    print(f"results: {path}\nsummary: {os.path.join(workdir, SUMMARY)}\nfigures: {', '.join(figures)}")
+    return summary
+
+
+if __name__ == "__main__":
+    common.main(run)
