@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up (idempotent), then inference-time sharpening (best-of-N with self-rewards)
-# on SmolLM2-135M-Instruct with the `cpu` preset. Extra arguments go to the experiment, e.g.
-#   scripts/main.sh --config.tasks.0.num_prompts=8
+# on SmolLM2-135M-Instruct with the `cpu` preset. Extra arguments go to the experiment
+# (ml_collections overrides such as --config.KEY=VALUE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
