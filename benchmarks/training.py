@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.common import fastest_torch_threads, measured_matmul_flops, time_call, write_report
 from sharpen_jax.algorithms.experiment_setup import make_policy_state, random_params
 from sharpen_jax.algorithms.sft import make_sft_step
 from sharpen_jax.config import TransformerConfig
@@ -38,48 +36,9 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 MODELS = {"smollm2-135m": TransformerConfig.smollm2_135m, "tiny": TransformerConfig.tiny}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{platform.processor()} x{os.cpu_count()}"
-
-
-def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> float:
-    """Measured float32 matmul throughput of the default JAX device (the compute roof)."""
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / min(times)
-
-
 def train_flops_per_token(config: TransformerConfig, seq: int, lora: bool) -> float:
     """Forward FLOPs x 3 (full: forward, activation and weight gradients) or x 2 (LoRA: no weight grads)."""
     return config.flops_per_token(seq / 2) * (2 if lora else 3)
-
-
-def time_steps(run_step, warmup: int, steps: int) -> tuple[float, list[float]]:
-    """(seconds of the first call, seconds of each timed call after `warmup` more)."""
-    t0 = time.perf_counter()
-    run_step()
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
-        run_step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        run_step()
-        times.append(time.perf_counter() - t0)
-    return first, times
 
 
 def ours(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: int, steps: int) -> dict:
@@ -97,8 +56,8 @@ def ours(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: in
         holder["state"], metrics = step(holder["state"], {"seqs": seqs})
         metrics["loss"].block_until_ready()
 
-    first, times = time_steps(run_step, warmup, steps)
-    return {"tokens_per_s": batch * seq / statistics.median(times), "first_step_s": first, "step_times_s": times}
+    timing = time_call(run_step, repeats=steps, warmup=warmup)
+    return {"tokens_per_s": batch * seq / timing["median_s"], "first_step_s": timing["first_call_s"]}
 
 
 def ours_best_threads(args, lora: bool) -> dict:
@@ -144,14 +103,9 @@ def torch_peer(config: TransformerConfig, batch: int, seq: int, lora: bool, warm
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    results = {}
-    for threads in sorted({1, os.cpu_count() or 1}):
-        torch.set_num_threads(threads)
-        first, times = time_steps(run_step, warmup, steps)
-        results[threads] = {"tokens_per_s": batch * seq / statistics.median(times), "first_step_s": first,
-                            "step_times_s": times, "threads": threads}
-    best = max(results.values(), key=lambda r: r["tokens_per_s"])
-    return {**best, "by_threads": {t: r["tokens_per_s"] for t, r in results.items()}}
+    threads, medians = fastest_torch_threads(run_step, candidates=sorted({1, os.cpu_count() or 1}), repeats=steps)
+    return {"tokens_per_s": batch * seq / medians[threads], "threads": threads,
+            "by_threads": {t: batch * seq / m for t, m in medians.items()}}
 
 
 def main() -> None:
@@ -174,7 +128,7 @@ def main() -> None:
         return
 
     config = MODELS[args.model]()
-    roof = matmul_flops_per_s()
+    roof = measured_matmul_flops()
     workloads = []
     for lora in (False, True):
         name = f"{args.model} sft_step {'lora-r8' if lora else 'full'} b{args.batch} t{args.seq} fp32"
@@ -190,22 +144,12 @@ def main() -> None:
             "name": name, "unit": "tokens/s", "ours": mine["tokens_per_s"],
             "ours_notes": f"{mine['threads']} core(s) (by cores: {mine['by_threads']})",
             "peers": {"transformers+torch": None if peer is None else peer["tokens_per_s"]},
-            "peer_notes": {"transformers+torch": reason or f"{peer['threads']} threads (by threads: "
-                                                           f"{peer['by_threads']})"},
+            "peer_notes": {"transformers+torch": reason or f"random weights of the same shapes; {peer['threads']} "
+                                                           f"thread(s) (tokens/s by threads: {peer['by_threads']})"},
             "bound": {"value": roof / train_flops_per_token(config, args.seq, lora), "kind": "compute"},
-            "first_step_s": {"ours": mine["first_step_s"], "transformers+torch": peer and peer["first_step_s"]},
-            "step_times_s": {"ours": mine["step_times_s"], "transformers+torch": peer and peer["step_times_s"]},
+            "compile_and_first_step_s": mine["first_step_s"],
         })
-        row = workloads[-1]
-        peer_text = "n/a" if peer is None else f"{peer['tokens_per_s']:.1f}"
-        print(f"{name:<48} ours {row['ours']:8.1f} tok/s   torch {peer_text:>8} tok/s   "
-              f"bound {row['bound']['value']:8.1f}   compile+first step {mine['first_step_s']:.1f}s")
-    doc = {"benchmark": "training",
-           "machine": {"cpu": cpu_name(), "devices": str(jax.devices()), "jax": jax.__version__,
-                       "matmul_flops_per_s": roof},
-           "workloads": workloads}
-    with open(args.json, "w") as f:
-        json.dump(doc, f, indent=2)
+    write_report(args.json, "training", workloads, {"matmul_flops_per_s": roof})
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def positions_from_valid(valid_BT: jax.Array) -> jax.Array:
 
 
 def chunked_target_logprobs(params: dict, config: TransformerConfig, hidden_BTD: jax.Array, targets_BT: jax.Array,
-                            temperature: float | jax.Array = 1.0, chunk_size: int = 128) -> jax.Array:
+                            temperature: float | jax.Array = 1.0, chunk_size: int = 32) -> jax.Array:
     """log softmax(unembed(h_t) / temperature)[target_t] for every t, float32[B, T].
 
     Logits are computed chunk by chunk over time so at most [B, chunk_size, V] exists at once.
@@ -67,7 +67,7 @@ def chunked_target_logprobs(params: dict, config: TransformerConfig, hidden_BTD:
 @functools.partial(jax.jit, static_argnames=("config", "chunk_size"))
 def score_completions(params: dict, config: TransformerConfig, prompt_tokens_BP: jax.Array,
                       prompt_valid_BP: jax.Array, completion_tokens_BC: jax.Array, completion_valid_BC: jax.Array,
-                      temperature: float | jax.Array = 1.0, chunk_size: int = 128) -> ScoreResult:
+                      temperature: float | jax.Array = 1.0, chunk_size: int = 32) -> ScoreResult:
     """Score completions given prompts: per-token log-probs, log pi(y|x), its length-normalized mean.
 
     Prompts must be left-padded and completions right-padded (see the module docstring); every
@@ -95,7 +95,7 @@ def summarize(logprobs_BC: jax.Array, valid_BC: jax.Array) -> ScoreResult:
 @functools.partial(jax.jit, static_argnames=("config", "chunk_size"))
 def score_sequences(params: dict, config: TransformerConfig, tokens_BT: jax.Array, valid_BT: jax.Array,
                     target_mask_BT: jax.Array, temperature: float | jax.Array = 1.0,
-                    chunk_size: int = 128) -> ScoreResult:
+                    chunk_size: int = 32) -> ScoreResult:
     """Teacher-forced scores of the tokens marked by `target_mask_BT` within full sequences.
 
     Entry t of the result is log pi(tokens[t] | tokens[<t]) (t >= 1; t = 0 has no prefix and must

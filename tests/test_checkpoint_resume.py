@@ -1,0 +1,150 @@
+"""Exact resume: a training run killed with SIGKILL mid-way and restarted with the same command ends
+with parameters bitwise equal to an uninterrupted run (CPU).
+
+The fast test drives `train_loop` with a tabular policy, one SFT step on a dataset batch (data
+position) and one KL policy-gradient step on samples drawn from `state.rng` (the key) per update.
+The slow test does the same with the `sft_sharpening` experiment's smoke preset.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sharpen_jax.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from sharpen_jax.algorithms.data import SFTDataset
+    from sharpen_jax.algorithms.loop import train_loop
+    from sharpen_jax.algorithms.policy_optimization import make_po_step
+    from sharpen_jax.algorithms.sft import make_sft_step
+    from sharpen_jax.algorithms.train_state import create_train_state
+
+    workdir, num_steps, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    X, Y = 4, 5
+
+    def logprob_fn(params, seqs):
+        logp = jax.nn.log_softmax(params["logits"][seqs["x"]], -1)
+        logp = jnp.take_along_axis(logp, seqs["y"][:, None], -1)[:, 0]
+        return logp, jnp.ones_like(logp)
+
+    base = {"logits": jax.random.normal(jax.random.key(0), (X, Y))}
+    tx = optax.adam(optax.linear_schedule(0.05, 0.0, num_steps))
+    sft_step, po_step = make_sft_step(logprob_fn, tx), make_po_step(logprob_fn, tx, loss="kl_pg", beta=0.5)
+    rng = np.random.default_rng(1)
+    dataset = SFTDataset({"x": rng.integers(0, X, 37).astype(np.int32), "y": rng.integers(0, Y, 37).astype(np.int32)})
+
+    def update(state, step):
+        state, _ = sft_step(state, dataset.batch(step, 8, seed=3))
+        key, next_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+        x = jnp.repeat(jnp.arange(X), 4)
+        y = jax.random.categorical(key, state.params["logits"][x])
+        batch = {"seqs": {"x": x, "y": y}, "reward": jax.nn.log_softmax(base["logits"], -1)[x, y], "group_size": 4}
+        time.sleep(delay)
+        return po_step(state, base, batch, next_key)
+
+    train_loop(create_train_state(base, tx, jax.random.key(2)), update, workdir=workdir, num_steps=num_steps,
+               save_every=7, progress=False)
+    print("FINISHED")
+""")
+
+
+def _launch(args, cwd_env=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO, **(cwd_env or {})}
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+
+
+def _last_train_step(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        steps = [json.loads(line)["step"] for line in f if line.strip().startswith("{") and '"train"' in line]
+    return max(steps, default=0)
+
+
+def _kill_after_checkpoint(proc, workdir, timeout=600):
+    """SIGKILL `proc` as soon as its first checkpoint is complete; returns the step its log had reached."""
+    directory = os.path.join(workdir, "checkpoints")
+    deadline = time.time() + timeout
+    while not (os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))):
+        assert proc.poll() is None, f"run ended before its first checkpoint: {proc.communicate()[1][-2000:]}"
+        assert time.time() < deadline, "run too slow"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return _last_train_step(workdir)
+
+
+def _final_params(workdir, target):
+    with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        return ckpt.latest_step(), ckpt.restore(target)[0]
+
+
+def _assert_bitwise_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
+
+
+def test_sigkill_and_restart_gives_bitwise_equal_parameters(tmp_path):
+    num_steps, full, killed = 30, str(tmp_path / "full"), str(tmp_path / "killed")
+    reference = _launch(["-c", DRIVER, full, str(num_steps), "0"])
+    victim = _launch(["-c", DRIVER, killed, str(num_steps), "0.1"])
+    reached = _kill_after_checkpoint(victim, killed)
+    assert 7 <= reached < num_steps and victim.returncode == -signal.SIGKILL
+    with Checkpointer(os.path.join(killed, "checkpoints")) as ckpt:
+        assert ckpt.latest_step() is not None and ckpt.latest_step() < num_steps
+    resumed = _launch(["-c", DRIVER, killed, str(num_steps), "0"])
+    for proc in (reference, resumed):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "FINISHED" in out, err[-3000:]
+
+    import optax
+    from sharpen_jax.algorithms.train_state import create_train_state
+    tx = optax.adam(optax.linear_schedule(0.05, 0.0, num_steps))
+    target = create_train_state({"logits": np.zeros((4, 5), np.float32)}, tx, jax.random.key(0))
+    step_full, state_full = _final_params(full, target)
+    step_resumed, state_resumed = _final_params(killed, target)
+    assert step_full == step_resumed == num_steps
+    _assert_bitwise_equal(state_full, state_resumed)
+    assert int(state_resumed.step) == 2 * num_steps  # one SFT and one PG update per loop step
+    with open(os.path.join(killed, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert steps == list(range(1, num_steps + 1))  # the log too reads as one uninterrupted run
+
+
+@pytest.mark.slow
+def test_sft_experiment_killed_and_resumed_matches_uninterrupted(tmp_path):
+    config = "--config=experiments/configs/sft_sharpening.py:smoke"
+    overrides = ["--config.train.num_steps=40", "--config.train.save_every=4", "--config.train.eval_every=0"]
+    full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+    command = lambda workdir: ["-m", "experiments.sft_sharpening", config, f"--workdir={workdir}", *overrides]  # noqa
+    fast_compile = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}  # the same flags in all three runs
+    reference = _launch(command(full), fast_compile)
+    victim = _launch(command(killed), fast_compile)
+    _kill_after_checkpoint(victim, killed)
+    resumed = _launch(command(killed), fast_compile)
+    for proc in (reference, resumed):
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+
+    def latest_arrays(workdir):
+        with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+            return ckpt.latest_step(), ckpt.read_arrays()
+
+    step_full, tree_full = latest_arrays(full)
+    step_resumed, tree_resumed = latest_arrays(killed)
+    assert step_full == step_resumed == 40
+    _assert_bitwise_equal(tree_full, tree_resumed)
