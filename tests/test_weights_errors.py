@@ -23,9 +23,22 @@ def test_missing_path_names_it():
         weights.load("/tmp/does-not-exist")
 
 
-def test_truncated_safetensors(tmp_path):
+def _golden_copy(tmp_path, arch, **config_changes):
+    """A copy of a golden checkpoint with config.json keys changed (None deletes a key)."""
     target = tmp_path / "ckpt"
-    shutil.copytree(os.path.join(GOLDEN, "llama"), target)
+    shutil.copytree(os.path.join(GOLDEN, arch), target)
+    config = json.loads((target / "config.json").read_text())
+    for key, value in config_changes.items():
+        if value is None:
+            del config[key]
+        else:
+            config[key] = value
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_truncated_safetensors(tmp_path):
+    target = _golden_copy(tmp_path, "llama")
     data = (target / "model.safetensors").read_bytes()
     (target / "model.safetensors").write_bytes(data[: len(data) // 2])
     before = _listing(target)
@@ -35,11 +48,7 @@ def test_truncated_safetensors(tmp_path):
 
 
 def test_config_with_missing_keys(tmp_path):
-    target = tmp_path / "ckpt"
-    shutil.copytree(os.path.join(GOLDEN, "qwen2"), target)
-    config = json.loads((target / "config.json").read_text())
-    del config["hidden_size"], config["num_hidden_layers"]
-    (target / "config.json").write_text(json.dumps(config))
+    target = _golden_copy(tmp_path, "qwen2", hidden_size=None, num_hidden_layers=None)
     before = _listing(target)
     with pytest.raises(weights.WeightsError, match=r"config.json: missing required keys \['hidden_size', "
                                                    r"'num_hidden_layers'\]"):
@@ -48,11 +57,7 @@ def test_config_with_missing_keys(tmp_path):
 
 
 def test_shape_mismatch_names_the_parameter(tmp_path):
-    target = tmp_path / "ckpt"
-    shutil.copytree(os.path.join(GOLDEN, "llama"), target)
-    config = json.loads((target / "config.json").read_text())
-    config["intermediate_size"] = 48
-    (target / "config.json").write_text(json.dumps(config))
+    target = _golden_copy(tmp_path, "llama", intermediate_size=48)
     with pytest.raises(weights.WeightsError, match="gate_proj/kernel has shape"):
         weights.load(str(target))
 
