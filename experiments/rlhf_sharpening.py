@@ -6,7 +6,8 @@ Steps: evaluate the base model on held-out prompts; for each update draw a batch
 prompts, sample the preference pairs (or K samples for the policy gradient) from the current and the
 base policy, score their self-rewards under the base model and apply `po_step`; evaluate at intervals
 (accuracy, sample log-likelihood and J_beta = E_pi[r] - beta KL(pi || pi_base) on held-out prompts),
-keeping the best iterate by J_beta in DIR/best; write the before/after/lift table. Re-running the same command resumes from the last checkpoint.
+keeping the best iterate by J_beta in DIR/best; write the before/after/lift table. Re-running the
+same command resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -14,20 +15,15 @@ from __future__ import annotations
 import os
 
 import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
+from experiments import common
 from sharpen_jax.algorithms import data, on_policy, sharpening_run
 from sharpen_jax.algorithms.experiment_setup import make_optimizer, make_policy_state
 from sharpen_jax.algorithms.loop import train_loop
 from sharpen_jax.algorithms.policy_optimization import make_po_step
 from sharpen_jax.checkpoint import Checkpointer
 from sharpen_jax.metrics import plot_training_curves, read_jsonl
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file with a preset, e.g. "
-                                          "experiments/configs/rlhf_sharpening.py:smoke")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory; re-use it to resume")
-
 
 def j_beta(metrics: dict, beta: float) -> float:
     """Held-out estimate of J_beta(pi) = E_pi[log pi_base] - beta E_pi[log pi - log pi_base] (r = log pi_base)."""
@@ -36,6 +32,8 @@ def j_beta(metrics: dict, beta: float) -> float:
 
 def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
+    logging.set_verbosity(logging.WARNING)
+    common.prepare_workdir(workdir, cfg)
     setup = sharpening_run.prepare(cfg, sample_fn)
     before = sharpening_run.base_evaluation(setup, workdir, cfg.eval, cfg.seed)
     before["j_beta"] = j_beta(before, cfg.po.beta)
@@ -58,7 +56,7 @@ def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
                                      group_size=cfg.po.group_size)
         state, metrics = po_step(state, setup.base_params, batch, rng)
         sides = [batch["seqs"]] if "seqs" in batch else [batch["a"], batch["b"]]
-        metrics["num_tokens"] = float(sum(s["target"].sum() for s in sides))
+        metrics["num_tokens"] = float(sum(s["valid"].sum() for s in sides))  # tokens through the policy
         return state, metrics
 
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -95,12 +93,5 @@ def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
     return results
 
 
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    run(_CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    common.main(run)

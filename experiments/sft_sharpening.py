@@ -14,26 +14,23 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
+from experiments import common
 from sharpen_jax.algorithms import data, sharpening_run
 from sharpen_jax.algorithms.experiment_setup import make_optimizer, make_policy_state
 from sharpen_jax.algorithms.loop import train_loop
 from sharpen_jax.algorithms.sft import make_sft_step
 from sharpen_jax.metrics import plot_training_curves
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file with a preset, e.g. "
-                                          "experiments/configs/sft_sharpening.py:smoke")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory; re-use it to resume")
-
-
 def sft_dataset(cfg, setup: sharpening_run.Setup, workdir: str) -> data.SFTDataset:
     """The (x, y_BoN) dataset: read from `cfg.results_file`, or sampled once and cached in the workdir."""
     if cfg.results_file:
-        c = setup.train_prompts.tokens.shape[1]
-        return data.results_file_dataset(cfg.results_file, setup.tokenizer, prompt_length=c,
-                                         completion_length=cfg.sampling.max_new_tokens)
+        return data.results_file_dataset(cfg.results_file, setup.tokenizer,
+                                         prompt_length=setup.train_prompts.tokens.shape[1],
+                                         completion_length=cfg.sampling.max_new_tokens,
+                                         reward=cfg.results_file_reward,
+                                         completion_suffix=setup.task.stop[0] if setup.task.stop else "")
     cache = os.path.join(workdir, "sft_dataset.npz")
     if os.path.exists(cache):
         with np.load(cache) as arrays:
@@ -50,7 +47,8 @@ def sft_dataset(cfg, setup: sharpening_run.Setup, workdir: str) -> data.SFTDatas
 
 def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
-    os.makedirs(workdir, exist_ok=True)
+    logging.set_verbosity(logging.WARNING)
+    common.prepare_workdir(workdir, cfg)
     setup = sharpening_run.prepare(cfg, sample_fn)
     before = sharpening_run.base_evaluation(setup, workdir, cfg.eval, cfg.seed)
     dataset = sft_dataset(cfg, setup, workdir)
@@ -65,7 +63,9 @@ def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
                              learning_rate_fn=schedule)
 
     def update(state, step):
-        return sft_step(state, dataset.batch(step, batch_size, cfg.seed))
+        batch = dataset.batch(step, batch_size, cfg.seed)
+        state, metrics = sft_step(state, batch)
+        return state, {**metrics, "num_tokens": float(batch["seqs"]["valid"].sum())}  # tokens processed
 
     def eval_fn(state):
         return sharpening_run.evaluate(setup, policy.sampling_params(state), cfg.eval,
@@ -86,12 +86,5 @@ def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
     return results
 
 
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    run(_CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    common.main(run)

@@ -62,6 +62,7 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        """Steps of the complete checkpoints kept, oldest first."""
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: TrainState, data: dict | None = None) -> None:
@@ -126,6 +127,7 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Finish pending saves and release the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
 

@@ -80,6 +80,7 @@ class MetricsWriter:
         self._bar.update(steps)
 
     def close(self) -> None:
+        """Flush and close the progress bar, TensorBoard and JSONL writers."""
         self._bar.close()
         self._tb.close()
         self._jsonl.close()

@@ -13,8 +13,8 @@ Presets:
   smoke  tiny random model, character tokenizer, 1-digit addition, a few steps of reward-DPO with
          LoRA; ~1 min on 2 busy CPU cores, mostly compilation. Checks the pipeline only.
   cpu    SmolLM2-135M-Instruct with LoRA (r=8) on 4-shot 2-digit arithmetic, reward-DPO with
-         beta=1, 16 prompts x 1 pair per step. About an hour on 2 cores. Expected: the held-out
-         sample log-likelihood (under the base model) and J_beta rise over training.
+         beta=1, 8 prompts x 1 pair per step, 60 steps. About 40 minutes on 2 cores. Expected: the
+         held-out sample log-likelihood (under the base model) and J_beta rise over training.
   paper  GSM8K-scale XPO for a GPU/TPU.
 
 Results: DIR/results.json ("before", "after", "lift"), DIR/metrics.jsonl (train loss, log-ratios,
@@ -31,17 +31,17 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model = "smollm2-135m-instruct"
     c.dtype = ""
     c.task = ml_collections.ConfigDict(dict(name="arithmetic", options={"digits": 2, "ops": "+-*"},
-                                            num_shots=4, num_train_prompts=512, num_eval_prompts=64))
+                                            num_shots=4, num_train_prompts=512, num_eval_prompts=64, data_dir=""))
     c.sampling = ml_collections.ConfigDict(dict(temperature=1.0, max_new_tokens=8, batch_size=8))
     c.self_reward = "logp"
-    c.po = ml_collections.ConfigDict(dict(loss="reward_dpo", beta=1.0, alpha=0.0, prompts_per_step=16,
+    c.po = ml_collections.ConfigDict(dict(loss="reward_dpo", beta=1.0, alpha=0.0, prompts_per_step=8,
                                           group_size=4))
     c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, targets="q_proj,k_proj,v_proj,o_proj,gate_proj,"
                                                                          "up_proj,down_proj"))
-    c.optim = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=0, grad_clip=1.0, weight_decay=0.0,
+    c.optim = ml_collections.ConfigDict(dict(learning_rate=3e-4, warmup_steps=0, grad_clip=1.0, weight_decay=0.0,
                                              schedule="linear"))
-    c.train = ml_collections.ConfigDict(dict(num_steps=150, grad_accum_steps=1, save_every=10, log_every=1,
-                                             eval_every=25, max_to_keep=3))
+    c.train = ml_collections.ConfigDict(dict(num_steps=60, grad_accum_steps=1, save_every=10, log_every=1,
+                                             eval_every=20, max_to_keep=3))
     c.eval = ml_collections.ConfigDict(dict(num_samples=16, temperature=1.0, batch_size=8,
                                             num_prompts_during_training=16, num_samples_during_training=4))
 
@@ -57,7 +57,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.eval.update(num_samples=2, batch_size=4, num_prompts_during_training=4, num_samples_during_training=2)
     elif preset == "paper":
         c.task = ml_collections.ConfigDict(dict(name="gsm8k", options={}, num_shots=8, num_train_prompts=7473,
-                                                num_eval_prompts=1319))
+                                                num_eval_prompts=1319, data_dir=""))
         c.sampling.update(max_new_tokens=256, batch_size=32)
         c.po.update(loss="xpo", beta=0.1, alpha=1e-3, prompts_per_step=64)
         c.train.update(num_steps=2000, save_every=100, eval_every=200)

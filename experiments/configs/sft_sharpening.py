@@ -29,10 +29,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.model = "smollm2-135m-instruct"
     c.dtype = ""  # "" keeps the checkpoint's dtype
     c.task = ml_collections.ConfigDict(dict(name="arithmetic", options={"digits": 2, "ops": "+-*"},
-                                            num_shots=4, num_train_prompts=256, num_eval_prompts=64))
+                                            num_shots=4, num_train_prompts=256, num_eval_prompts=64, data_dir=""))
     c.sampling = ml_collections.ConfigDict(dict(num_samples=16, temperature=1.0, max_new_tokens=8, batch_size=8))
     c.self_reward = "logp"
-    c.results_file = ""  # a best-of-N results JSONL to train on instead of sampling on the fly
+    c.results_file = ""  # experiments.inference_sharpening's results.jsonl to train on instead of sampling
+    c.results_file_reward = "log_likelihood"  # which of its self-rewards picks y_BoN
     c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, targets="q_proj,k_proj,v_proj,o_proj,gate_proj,"
                                                                          "up_proj,down_proj"))
     c.optim = ml_collections.ConfigDict(dict(learning_rate=3e-4, warmup_steps=0, grad_clip=1.0, weight_decay=0.0,
@@ -53,7 +54,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.eval.update(num_samples=4, batch_size=4, num_prompts_during_training=4, num_samples_during_training=4)
     elif preset == "paper":
         c.task = ml_collections.ConfigDict(dict(name="gsm8k", options={}, num_shots=8, num_train_prompts=7473,
-                                                num_eval_prompts=1319))
+                                                num_eval_prompts=1319, data_dir=""))
         c.sampling.update(num_samples=50, max_new_tokens=256, batch_size=32)
         c.train.update(batch_size=64, epochs=3, save_every=200, eval_every=500)
         c.eval.update(num_samples=50, batch_size=32, num_prompts_during_training=128)

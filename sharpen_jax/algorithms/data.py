@@ -57,6 +57,7 @@ class SFTDataset:
         return out
 
     def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches of `batch_size` per pass over the data (the last one partial, filled from the next epoch)."""
         return max(1, -(-self.size // batch_size))
 
 
@@ -103,16 +104,21 @@ def best_of_n_dataset(sample_fn, params, prompts, key: jax.Array, *, num_samples
         key, sub = jax.random.split(key)
         tokens, valid, logp = jax.device_get(sample_fn(params, chunk.tokens, chunk.valid, sub, num_samples,
                                                        temperature))
-        best = select_best_of_n({"tokens": tokens[:n], "valid": valid[:n]}, self_reward(logp[:n].sum(-1), valid[:n], reward))
+        reward_BN = self_reward(logp[:n].sum(-1), valid[:n], reward)
+        best = select_best_of_n({"tokens": tokens[:n], "valid": valid[:n]}, reward_BN)
         rows.append(completion_rows(chunk.tokens[:n], chunk.valid[:n], best["tokens"], best["valid"]))
     return SFTDataset({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
 
 
-def results_file_dataset(path: str, tokenizer, *, prompt_length: int, completion_length: int) -> SFTDataset:
-    """SFT-Sharpening data from a best-of-N results file (JSONL), one line per prompt.
+def results_file_dataset(path: str, tokenizer, *, prompt_length: int, completion_length: int,
+                         reward: str = "log_likelihood", completion_suffix: str = "") -> SFTDataset:
+    """SFT-Sharpening data from the best-of-N results file of the inference-time experiment.
 
-    A line holds {"prompt": str, "completion": str} (the selected y_BoN), or {"prompt": str,
-    "samples": [str, ...], "rewards": [float, ...]} from which the highest-reward sample is taken.
+    Each line of `path` (experiments.inference_sharpening's results.jsonl) holds the "prompt" and
+    its "samples", each with its "text" and "rewards" by name; the sample with the highest
+    `reward` is y_BoN. Texts there are cut before the stop string, so `completion_suffix` (the
+    task's stop string, e.g. "\n") is appended to teach the model to stop. A line may instead
+    hold {"prompt", "completion"}: an already selected y_BoN.
     """
     prompts, completions = [], []
     with open(path) as f:
@@ -122,14 +128,18 @@ def results_file_dataset(path: str, tokenizer, *, prompt_length: int, completion
             record = json.loads(line)
             if "completion" in record:
                 completion = record["completion"]
-            elif "samples" in record and "rewards" in record and record["samples"]:
-                completion = record["samples"][int(np.argmax(record["rewards"]))]
+            elif record.get("samples"):
+                try:
+                    scores = [sample["rewards"][reward] for sample in record["samples"]]
+                except KeyError as err:
+                    raise ValueError(f"{path}:{number}: a sample has no reward {reward!r}") from err
+                completion = record["samples"][int(np.argmax(scores))]["text"] + completion_suffix
             else:
-                raise ValueError(f"{path}:{number}: expected 'prompt' with 'completion' or 'samples'+'rewards'")
+                raise ValueError(f"{path}:{number}: expected 'prompt' with 'samples' or 'completion'")
             prompts.append(tokenizer.encode(record["prompt"]))
             completions.append(tokenizer.encode(completion)[:completion_length])
     if not prompts:
         raise ValueError(f"SFT dataset is empty: {path} holds no best-of-N records")
-    p = pad_batch(prompts, tokenizer.pad_id, "left", prompt_length)
+    p = pad_batch(prompts, tokenizer.pad_id, "left", max(prompt_length, max(map(len, prompts))))
     c = pad_batch(completions, tokenizer.pad_id, "right", completion_length)
     return SFTDataset(completion_rows(p.tokens, p.valid, c.tokens, c.valid))

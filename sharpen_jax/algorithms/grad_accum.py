@@ -73,6 +73,7 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Any, num_micro: in
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
     return NamedSharding(mesh, P())
 
 

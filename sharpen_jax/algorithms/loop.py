@@ -38,10 +38,10 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
                async_save: bool = True, progress: bool = True) -> TrainState:
     """Run updates `start..num_steps-1`, resuming from the newest checkpoint in `workdir/checkpoints`.
 
-    Saves every `save_every` updates and at the end; logs train metrics (with tokens/s when the step
-    reports "num_tokens") every `log_every` updates; runs `eval_fn` at step 0, every `eval_every`
-    updates and at the end, logged under split "eval". A step whose metrics say `finite == False`
-    raises NonFiniteError after the pending checkpoint writes complete.
+    Saves every `save_every` updates and at the end; logs train metrics every `log_every` updates
+    (with tokens/s when `update` reports "num_tokens", the tokens it processed); runs `eval_fn` at
+    step 0, every `eval_every` updates and at the end, logged under split "eval". A step whose
+    metrics say `finite == False` raises NonFiniteError after the pending checkpoint writes complete.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps}; expected a positive number of training steps")

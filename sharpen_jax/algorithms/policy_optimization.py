@@ -131,5 +131,4 @@ def make_po_step(logprob_fn: LogprobFn, tx: optax.GradientTransformation, *, los
                                     raw_key(rng), group_size)
         return new_state.replace(frozen=frozen), metrics
 
-    po_step.jitted = jitted
     return po_step

@@ -80,6 +80,7 @@ class PromptSet:
         return len(self.examples)
 
     def take(self, idx: np.ndarray) -> PromptSet:
+        """The prompts at `idx`, in that order."""
         return PromptSet(self.tokens[idx], self.valid[idx], tuple(self.examples[i] for i in idx))
 
     def batches(self, batch_size: int):

@@ -59,7 +59,7 @@ def make_sft_step(logprob_fn: LogprobFn, tx: optax.GradientTransformation, *, gr
         grad_norm, grads_ok = global_norm_finite(grads)
         ok = grads_ok & jnp.isfinite(metrics["loss"])
         new_state = apply_gradients(state, grads, tx, ok)
-        metrics = {**metrics, "grad_norm": grad_norm, "finite": ok, "num_tokens": metrics["denominator"]}
+        metrics = {**metrics, "grad_norm": grad_norm, "finite": ok}
         if learning_rate_fn is not None:
             metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
         return new_state, metrics
@@ -74,5 +74,4 @@ def make_sft_step(logprob_fn: LogprobFn, tx: optax.GradientTransformation, *, gr
         new_state, metrics = jitted(state.replace(frozen=None), frozen, batch)
         return new_state.replace(frozen=frozen), metrics
 
-    sft_step.jitted = jitted
     return sft_step

@@ -65,17 +65,29 @@ def prepare(cfg, sample_fn: rollouts.SampleFn | None = None) -> Setup:
 
 def evaluate(setup: Setup, params: dict, eval_cfg, *, num_prompts: int | None = None,
              num_samples: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Table-1 metrics of `params` on the first `num_prompts` held-out prompts (all by default)."""
+    """Table-1 metrics of `params` on the first `num_prompts` held-out prompts (all by default),
+    plus kl_to_base = mean over samples of log pi(y|x) - log pi_base(y|x), the Monte Carlo estimate
+    of KL(pi || pi_base), and sample_base_logp, the mean self-reward E_pi[log pi_base(y|x)].
+
+    For the base model itself, sample_base_logp is sample_logp (the sampler's own log-probs), so the
+    costly re-scoring under the base model is skipped.
+    """
     prompts = setup.eval_prompts
     if num_prompts is not None:
         prompts = prompts.take(np.arange(min(num_prompts, len(prompts))))
-    return rollouts.evaluate(setup.sample_fn, params, prompts, setup.task, setup.tokenizer,
-                             jax.random.key(seed), num_samples=num_samples or eval_cfg.num_samples,
-                             temperature=eval_cfg.temperature, batch_size=eval_cfg.batch_size,
-                             base_logprob_fn=setup.base_logprob)
+    is_base = params is setup.base_params
+    metrics = rollouts.evaluate(setup.sample_fn, params, prompts, setup.task, setup.tokenizer,
+                                jax.random.key(seed), num_samples=num_samples or eval_cfg.num_samples,
+                                temperature=eval_cfg.temperature, batch_size=eval_cfg.batch_size,
+                                base_logprob_fn=None if is_base else setup.base_logprob)
+    if is_base:
+        metrics["sample_base_logp"] = metrics["sample_logp"]
+    metrics["kl_to_base"] = metrics["sample_logp"] - metrics["sample_base_logp"]
+    return metrics
 
 
 def load_results(workdir: str) -> dict:
+    """workdir/results.json, or {} before the first evaluation."""
     path = os.path.join(workdir, "results.json")
     if not os.path.exists(path):
         return {}
