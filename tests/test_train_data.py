@@ -82,6 +82,9 @@ def test_best_of_n_dataset_from_a_sampler():
     np.testing.assert_array_equal(dataset.seqs["tokens"][:, 3:], [[3, 3]] * 5)  # sample 2 -> tokens [3, 3]
     np.testing.assert_array_equal(dataset.seqs["target"][0], [False, False, False, True, True])
     np.testing.assert_array_equal(dataset.seqs["valid"][0], [False, True, True, True, True])
+    with pytest.raises(ValueError, match="empty"):
+        data.best_of_n_dataset(_fake_sampler, None, _prompts(5).take(np.arange(0)), jax.random.key(0),
+                               num_samples=5, temperature=1.0, batch_size=2)
 
 
 def test_po_batches_draw_each_side_from_the_right_policy():

@@ -99,6 +99,8 @@ def best_of_n_dataset(sample_fn, params, prompts, key: jax.Array, *, num_samples
                       batch_size: int, reward: str = "logp") -> SFTDataset:
     """SFT-Sharpening data: for each prompt draw N completions from `params`, keep the one with the
     highest self-reward (y_BoN = argmax_n r(x, y_n)), and return the rows (x, y_BoN)."""
+    if len(prompts) == 0:
+        raise ValueError("SFT dataset is empty: there are no training prompts to draw best-of-N samples for")
     rows = []
     for chunk, n in prompts.batches(batch_size):
         key, sub = jax.random.split(key)
