@@ -25,6 +25,7 @@ from sharpen_jax.algorithms.policy_optimization import make_po_step
 from sharpen_jax.checkpoint import Checkpointer
 from sharpen_jax.metrics import plot_training_curves, read_jsonl
 
+
 def j_beta(metrics: dict, beta: float) -> float:
     """Held-out estimate of J_beta(pi) = E_pi[log pi_base] - beta E_pi[log pi - log pi_base] (r = log pi_base)."""
     return metrics["sample_base_logp"] - beta * (metrics["sample_logp"] - metrics["sample_base_logp"])

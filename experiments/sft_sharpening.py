@@ -23,6 +23,7 @@ from sharpen_jax.algorithms.loop import train_loop
 from sharpen_jax.algorithms.sft import make_sft_step
 from sharpen_jax.metrics import plot_training_curves
 
+
 def sft_dataset(cfg, setup: sharpening_run.Setup, workdir: str) -> data.SFTDataset:
     """The (x, y_BoN) dataset: read from `cfg.results_file`, or sampled once and cached in the workdir."""
     if cfg.results_file:

@@ -33,15 +33,18 @@ class CharTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """Number of ids: padding plus one per character."""
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        """One id per character of `text`; a character outside the alphabet is an error naming it."""
         unknown = sorted({c for c in text if c not in self.index})
         if unknown:
             raise ValueError(f"CharTokenizer cannot encode characters {unknown}")
         return [self.index[c] for c in text]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """The characters of `ids`, without padding ids unless `skip_special_tokens` is false."""
         return "".join(self.chars[i] for i in ids if not (skip_special_tokens and i == 0))
 
     def token_bytes(self) -> list[bytes]:
