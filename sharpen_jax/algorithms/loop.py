@@ -87,8 +87,3 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
         writer.close()
     return state
 
-
-def final_state(workdir: str, target: TrainState) -> TrainState:
-    """The state of the newest checkpoint of a finished (or interrupted) run in `workdir`."""
-    with Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False) as checkpointer:
-        return checkpointer.restore(target)[0]
