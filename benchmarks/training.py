@@ -1,16 +1,18 @@
 """Training throughput of `sft_step` (full fine-tuning and LoRA) next to a transformers + PyTorch step.
 
     python -m benchmarks.training --json /tmp/training.json [--model smollm2-135m] [--batch 4] [--seq 128]
+        [--warmup 1] [--repeats 5] [--no-peers]
 
 Both sides train the same Llama-shaped model (random weights of the real shapes: throughput does not
 depend on their values) on the same batch of B x T tokens with AdamW, every token a target. LoRA is
 rank 8 on q,k,v,o,gate,up,down on both sides (peft for PyTorch). Reported: median tokens/s over
-`--steps` timed steps after `--warmup` steps, compile/first-step time separately, and a compute
+`--repeats` timed steps after `--warmup` steps, compile/first-step time separately, and a compute
 bound = measured matmul FLOP/s / training FLOPs per token (6 N per token for full fine-tuning, 4 N
 for LoRA, which forms no weight gradients, plus attention). Each side runs with the faster of one
 core and all cores, measured here: PyTorch with torch.set_num_threads, ours in a worker process
-pinned to one core (sched_setaffinity, so XLA sizes its thread pools to it) or not pinned. The JSON
-layout is the one in DESIGN.md.
+pinned to one core (sched_setaffinity, so XLA sizes its thread pools to it) or not pinned. Options,
+timing, the machine description and the JSON report (layout of DESIGN.md) come from
+`benchmarks.common`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.common import fastest_torch_threads, measured_matmul_flops, time_call, write_report
+from benchmarks import common
 from sharpen_jax.algorithms.experiment_setup import make_policy_state, random_params
 from sharpen_jax.algorithms.sft import make_sft_step
 from sharpen_jax.config import TransformerConfig
@@ -36,12 +38,17 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 MODELS = {"smollm2-135m": TransformerConfig.smollm2_135m, "tiny": TransformerConfig.tiny}
 
 
+def core_counts() -> list[int]:
+    """The core settings each side is measured at: one core and all cores."""
+    return sorted({1, os.cpu_count() or 1})
+
+
 def train_flops_per_token(config: TransformerConfig, seq: int, lora: bool) -> float:
     """Forward FLOPs x 3 (full: forward, activation and weight gradients) or x 2 (LoRA: no weight grads)."""
     return config.flops_per_token(seq / 2) * (2 if lora else 3)
 
 
-def ours(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: int, steps: int) -> dict:
+def ours(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: int, repeats: int) -> dict:
     """sft_step throughput (tokens/s) on the batch, with AdamW."""
     tx = optax.adamw(1e-5)
     policy, state = make_policy_state(config, random_params(config, 0), tx, jax.random.key(0),
@@ -56,18 +63,18 @@ def ours(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: in
         holder["state"], metrics = step(holder["state"], {"seqs": seqs})
         metrics["loss"].block_until_ready()
 
-    timing = time_call(run_step, repeats=steps, warmup=warmup)
+    timing = common.time_call(run_step, repeats=repeats, warmup=warmup)
     return {"tokens_per_s": batch * seq / timing["median_s"], "first_step_s": timing["first_call_s"]}
 
 
 def ours_best_threads(args, lora: bool) -> dict:
     """`ours` in a worker process per core setting (1 core, all cores); the faster one, with both numbers."""
     results = {}
-    for cores in sorted({1, os.cpu_count() or 1}):
+    for cores in core_counts():
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, "-m", "benchmarks.training", "--json", out.name, "--model", args.model,
                    "--batch", str(args.batch), "--seq", str(args.seq), "--warmup", str(args.warmup),
-                   "--steps", str(args.steps), "--worker-cores", str(cores)] + (["--worker-lora"] if lora else [])
+                   "--repeats", str(args.repeats), "--worker-cores", str(cores)] + (["--worker-lora"] if lora else [])
             subprocess.run(cmd, check=True)
             with open(out.name) as f:
                 results[cores] = {**json.load(f), "threads": cores}
@@ -75,7 +82,7 @@ def ours_best_threads(args, lora: bool) -> dict:
     return {**best, "by_threads": {t: r["tokens_per_s"] for t, r in results.items()}}
 
 
-def torch_peer(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: int, steps: int) -> dict:
+def torch_peer(config: TransformerConfig, batch: int, seq: int, lora: bool, repeats: int) -> dict:
     """transformers LlamaForCausalLM + torch.optim.AdamW (+ peft LoRA) at the faster thread setting."""
     import torch
     import transformers
@@ -103,32 +110,33 @@ def torch_peer(config: TransformerConfig, batch: int, seq: int, lora: bool, warm
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    threads, medians = fastest_torch_threads(run_step, candidates=sorted({1, os.cpu_count() or 1}), repeats=steps)
+    threads, medians = common.fastest_torch_threads(run_step, candidates=core_counts(), repeats=repeats)
     return {"tokens_per_s": batch * seq / medians[threads], "threads": threads,
             "by_threads": {t: batch * seq / m for t, m in medians.items()}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", required=True, help="where to write the results JSON")
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's own options (common.parse_args adds --json and --repeats, the timed steps)."""
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(MODELS))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--no-peers", action="store_true", help="skip the PyTorch side")
     parser.add_argument("--worker-cores", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-lora", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0], add_options)
     if args.worker_cores:  # internal: one measurement of ours, pinned to the first `worker_cores` cores
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.worker_cores]))
-        result = ours(MODELS[args.model](), args.batch, args.seq, args.worker_lora, args.warmup, args.steps)
+        result = ours(MODELS[args.model](), args.batch, args.seq, args.worker_lora, args.warmup, args.repeats)
         with open(args.json, "w") as f:
             json.dump(result, f)
         return
 
     config = MODELS[args.model]()
-    roof = measured_matmul_flops()
+    roof = common.measured_matmul_flops()
     workloads = []
     for lora in (False, True):
         name = f"{args.model} sft_step {'lora-r8' if lora else 'full'} b{args.batch} t{args.seq} fp32"
@@ -137,7 +145,7 @@ def main() -> None:
             peer, reason = None, "skipped with --no-peers"
         else:
             try:
-                peer, reason = torch_peer(config, args.batch, args.seq, lora, args.warmup, args.steps), None
+                peer, reason = torch_peer(config, args.batch, args.seq, lora, args.repeats), None
             except ImportError as err:
                 peer, reason = None, f"not installed: {err}"
         workloads.append({
@@ -149,7 +157,7 @@ def main() -> None:
             "bound": {"value": roof / train_flops_per_token(config, args.seq, lora), "kind": "compute"},
             "compile_and_first_step_s": mine["first_step_s"],
         })
-    write_report(args.json, "training", workloads, {"matmul_flops_per_s": roof})
+    common.write_report(args.json, "training", workloads, {"matmul_flops_per_s": roof})
 
 
 if __name__ == "__main__":
