@@ -7,9 +7,14 @@ Parameters live outside the module (`init_params`) with per-layer weights stacke
 axis (the layers run under `nn.scan`, so compile time does not grow with depth). The cache is a
 plain dict pytree passed in and returned:
 
-    cache = {"k": [L, B, S, K, H], "v": [L, B, S, K, H],
+    cache = {"k": [L, B, K, S, H], "v": [L, B, K, S, H],
              "pos": int32[B, S]  (position of the token in each slot, -1 for empty or padding),
              "index": int32[]    (next slot to write; the same for every row)}
+
+A cache may also carry a read-only shared prefix (`fork_cache`): the prompt cache of P prompts,
+{"prefix_k", "prefix_v": [L, P, K, Sp, H], "prefix_pos": int32[P, Sp]}, read by the B = P * N
+rows of the per-row cache (row b belongs to prompt b // N). Attention then runs over
+prefix ++ own slots, and the prefix is stored and read once per prompt instead of once per row.
 
 Attention rule, identical with and without a cache: a query at slot i with position p may read a
 key slot s when the slot holds a real token (pos >= 0), s <= i (causal in slot order), and, with a
@@ -83,7 +88,7 @@ class Attention(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BTD, cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index):
+    def __call__(self, x_BTD, cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index, prefix=None):
         cfg = self.config
         dense = lambda features, name, bias: nn.Dense(  # noqa: E731
             features, use_bias=bias, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name=name)
@@ -95,23 +100,40 @@ class Attention(nn.Module):
         q_BTNH = apply_rotary(q_BTNH, cos_BTH, sin_BTH)
         k_BTKH = apply_rotary(k_BTKH, cos_BTH, sin_BTH)
 
+        k_BKTH, v_BKTH = (x.transpose(0, 2, 1, 3) for x in (k_BTKH, v_BTKH))
         if layer_cache is None:
-            keys_BSKH, values_BSKH, new_cache = k_BTKH, v_BTKH, None
+            keys_BKSH, values_BKSH, new_cache = k_BKTH, v_BKTH, None
         else:  # write this layer's new keys into the all-layer cache in place, then read the layer back
             cache_k, cache_v, layer = layer_cache
-            start = (layer, 0, write_index, 0, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k_BTKH.astype(cache_k.dtype)[None], start)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v_BTKH.astype(cache_v.dtype)[None], start)
-            keys_BSKH = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False)
-            values_BSKH = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
+            start = (layer, 0, 0, write_index, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k_BKTH.astype(cache_k.dtype)[None], start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v_BKTH.astype(cache_v.dtype)[None], start)
+            keys_BKSH = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False)
+            values_BKSH = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
             new_cache = (cache_k, cache_v)
 
+        scale = h ** -0.5
         q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
-        scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH.astype(q_BTKGH.dtype),
-                                  preferred_element_type=jnp.float32) * (h ** -0.5)
+        scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH.astype(q_BTKGH.dtype),
+                                  preferred_element_type=jnp.float32) * scale
         scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
+        if prefix is not None:  # the P shared prompt caches, read by N = B // P rows each
+            prefix_k, prefix_v, prefix_mask_BTS = prefix
+            num_prompts, prefix_len = prefix_k.shape[0], prefix_k.shape[2]
+            q_PNTKGH = q_BTKGH.reshape(num_prompts, b // num_prompts, t, k, n // k, h)
+            prefix_scores_BKGTS = jnp.einsum("pntkgh,pksh->pnkgts", q_PNTKGH, prefix_k.astype(q_BTKGH.dtype),
+                                             preferred_element_type=jnp.float32).reshape(
+                b, k, n // k, t, prefix_len) * scale
+            prefix_scores_BKGTS = jnp.where(prefix_mask_BTS[:, None, None], prefix_scores_BKGTS, _MASKED)
+            scores_BKGTS = jnp.concatenate([prefix_scores_BKGTS, scores_BKGTS], axis=-1)
         probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(cfg.compute_dtype)
-        out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, values_BSKH.astype(cfg.compute_dtype))
+        if prefix is not None:
+            prefix_probs_PNKGTS = probs_BKGTS[..., :prefix_len].reshape(q_PNTKGH.shape[:2] + (k, n // k, t, -1))
+            probs_BKGTS = probs_BKGTS[..., prefix_len:]
+        out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH.astype(cfg.compute_dtype))
+        if prefix is not None:
+            out_BTKGH += jnp.einsum("pnkgts,pksh->pntkgh", prefix_probs_PNKGTS,
+                                    prefix_v.astype(cfg.compute_dtype)).reshape(out_BTKGH.shape)
         out_BTD = dense(cfg.dim, "o_proj", False)(out_BTKGH.reshape(b, t, n * h))
         return out_BTD, new_cache
 
@@ -140,13 +162,17 @@ class Block(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, carry, layer, cos_BTH, sin_BTH, mask_BTS, write_index):
+    def __call__(self, carry, layer, cos_BTH, sin_BTH, mask_BTS, write_index, prefix):
         cfg = self.config
         x_BTD, cache_k, cache_v = carry
         layer_cache = None if cache_k is None else (cache_k, cache_v, layer)
+        if prefix is not None:  # this layer's slice of the shared prefix cache
+            prefix_k, prefix_v, prefix_mask_BTS = prefix
+            prefix = (jax.lax.dynamic_index_in_dim(prefix_k, layer, keepdims=False),
+                      jax.lax.dynamic_index_in_dim(prefix_v, layer, keepdims=False), prefix_mask_BTS)
         norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)  # noqa: E731
         attn_out, new_cache = Attention(cfg, name="attn")(
-            norm("attn_norm")(x_BTD), cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index)
+            norm("attn_norm")(x_BTD), cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index, prefix)
         x_BTD = x_BTD + attn_out
         x_BTD = x_BTD + MLP(cfg, name="mlp")(norm("mlp_norm")(x_BTD))
         cache_k, cache_v = new_cache if new_cache is not None else (None, None)
@@ -173,20 +199,25 @@ class Transformer(nn.Module):
             kv_pos_BS = jax.lax.dynamic_update_slice(cache["pos"], new_pos_BT, (0, write_index))
             cache_k, cache_v = cache["k"], cache["v"]
         mask_BTS = attention_mask(cfg, positions_BT, kv_pos_BS, write_index)
+        prefix = None
+        if cache is not None and "prefix_k" in cache:
+            rows_per_prompt = tokens_BT.shape[0] // cache["prefix_pos"].shape[0]
+            prefix_pos_BS = jnp.repeat(cache["prefix_pos"], rows_per_prompt, axis=0)
+            prefix = (cache["prefix_k"], cache["prefix_v"],
+                      attention_mask(cfg, positions_BT, prefix_pos_BS, prefix_pos_BS.shape[1]))
 
         block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
         layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                          length=cfg.num_layers)
         (x_BTD, cache_k, cache_v), _ = layers(cfg, name="layers")(
-            (x_BTD, cache_k, cache_v), jnp.arange(cfg.num_layers), cos_BTH, sin_BTH, mask_BTS, write_index)
+            (x_BTD, cache_k, cache_v), jnp.arange(cfg.num_layers), cos_BTH, sin_BTH, mask_BTS, write_index, prefix)
         x_BTD = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name="final_norm")(x_BTD)
         if not cfg.tie_embeddings:  # the head is read by `unembed`, outside the module
             self.param("lm_head", nn.initializers.normal(0.02), (cfg.dim, cfg.vocab_size), cfg.weight_dtype)
         if cache is None:
             return x_BTD, None
-        new_cache = {"k": cache_k, "v": cache_v, "pos": kv_pos_BS,
-                     "index": write_index + tokens_BT.shape[1]}
+        new_cache = dict(cache, k=cache_k, v=cache_v, pos=kv_pos_BS, index=write_index + tokens_BT.shape[1])
         return x_BTD, new_cache
 
 
@@ -204,10 +235,22 @@ def param_shapes(config: TransformerConfig) -> dict:
 
 def init_cache(config: TransformerConfig, batch: int, length: int, dtype: Any | None = None) -> Cache:
     """An empty cache with `length` slots per row."""
-    shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
     dtype = dtype or config.compute_dtype
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
             "pos": jnp.full((batch, length), -1, jnp.int32), "index": jnp.zeros((), jnp.int32)}
+
+
+def fork_cache(config: TransformerConfig, prompt_cache: Cache, num_samples: int, length: int) -> Cache:
+    """A cache for R = P * num_samples rows that share the P prompts of `prompt_cache` as a prefix.
+
+    Row r continues prompt r // num_samples and has `length` empty slots of its own. The prompt
+    keys and values are not copied per row: attention reads them once per prompt (see the module
+    docstring), which is what makes N samples per prompt cost one prefill plus N decodes.
+    """
+    rows = prompt_cache["pos"].shape[0] * num_samples
+    return dict(init_cache(config, rows, length, prompt_cache["k"].dtype), prefix_k=prompt_cache["k"],
+                prefix_v=prompt_cache["v"], prefix_pos=prompt_cache["pos"])
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sharpen_jax.config import TransformerConfig
-from sharpen_jax.model import forward_hidden, init_cache, unembed
+from sharpen_jax.model import fork_cache, forward_hidden, init_cache, unembed
 from sharpen_jax.scoring import positions_from_valid
 from sharpen_jax.tokenizer import pad_batch
 
@@ -177,17 +177,16 @@ def _yes_no_logprobs(params, config: TransformerConfig, prefix_BP, prefix_valid_
                      yes_no_ids, num_samples: int):
     """log P(Yes), log P(No) after prefix_b ++ suffix_r for the N = num_samples suffixes of each prefix: [R, 2].
 
-    Prefixes (left-padded) run once into a KV cache that is forked N ways (R = B * N rows, row
-    b * N + j); the right-padded suffixes then run on top of it, and the next-token distribution
+    Prefixes (left-padded) run once into a KV cache that is shared by N rows (R = B * N rows, row
+    b * N + j; `model.fork_cache`); the right-padded suffixes then run on top of it, and the next-token distribution
     is read after each suffix's last real token.
     """
     b, p = prefix_BP.shape
     s = suffix_RS.shape[1]
-    cache = init_cache(config, b, p + s)
+    cache = init_cache(config, b, p)
     _, cache = forward_hidden(params, config, prefix_BP, positions_from_valid(prefix_valid_BP), prefix_valid_BP, cache)
-    fork = lambda x, axis: jnp.repeat(x, num_samples, axis=axis)  # noqa: E731
-    cache = {"k": fork(cache["k"], 1), "v": fork(cache["v"], 1), "pos": fork(cache["pos"], 0), "index": cache["index"]}
-    start_R = fork(prefix_valid_BP.sum(axis=1), 0)
+    cache = fork_cache(config, cache, num_samples, s)
+    start_R = jnp.repeat(prefix_valid_BP.sum(axis=1), num_samples)
     positions_RS = start_R[:, None] + jnp.arange(s)[None, :]
     valid_RS = jnp.arange(s)[None, :] < suffix_len_R[:, None]
     hidden_RSD, _ = forward_hidden(params, config, suffix_RS, positions_RS, valid_RS, cache)

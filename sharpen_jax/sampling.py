@@ -1,8 +1,9 @@
 """On-device sampling of N completions per prompt with one shared prompt prefill and exact log-probs.
 
 Per micro-batch of B prompts: `_prefill` runs the model once over the left-padded prompts [B, P]
-and returns the cache and the next-token logits; `_decode` repeats both N times on device (rows
-R = B * N, sample j of prompt b at row b * N + j) and runs a `lax.while_loop` that samples a
+and returns the cache and the next-token logits; `_decode` forks the cache N ways on device (rows
+R = B * N, sample j of prompt b at row b * N + j; the prompt keys and values stay shared, see
+`model.fork_cache`) and the logits with it, then runs a `lax.while_loop` that samples a
 token, records its log-probs, advances the stop automata and feeds the token back, until every
 row has finished or max_new_tokens is reached. No host sync happens per token.
 
@@ -32,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sharpen_jax import sharding
 from sharpen_jax.config import TransformerConfig
-from sharpen_jax.model import forward_hidden, init_cache, unembed
+from sharpen_jax.model import fork_cache, forward_hidden, init_cache, unembed
 from sharpen_jax.scoring import positions_from_valid
 from sharpen_jax.stopping import StopSpec
 from sharpen_jax.tokenizer import pad_batch
@@ -92,9 +93,9 @@ def _constrain_rows(tree, mesh: Mesh | None, axis: int = 0):
 
 
 def _constrain_cache(cache: dict, mesh: Mesh | None) -> dict:
-    """Rows of k/v ([L, R, S, K, H]) and pos ([R, S]) sharded over the batch axes."""
-    return {"k": _constrain_rows(cache["k"], mesh, 1), "v": _constrain_rows(cache["v"], mesh, 1),
-            "pos": _constrain_rows(cache["pos"], mesh), "index": cache["index"]}
+    """Rows of k/v ([L, R, K, S, H]) and pos ([R, S]), and of a shared prefix, sharded over the batch axes."""
+    row_axis = {"k": 1, "v": 1, "pos": 0, "prefix_k": 1, "prefix_v": 1, "prefix_pos": 0}
+    return {name: _constrain_rows(x, mesh, row_axis[name]) if name in row_axis else x for name, x in cache.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("config", "cache_len", "mesh"))
@@ -105,11 +106,12 @@ def _prefill(params, config: TransformerConfig, tokens_BP, valid_BP, cache_len: 
     return cache, unembed(params, config, hidden_BPD[:, -1:])[:, 0]
 
 
-def sampling_distribution(logits_RV, temperature, top_k: int, top_p, use_top_p: bool):
-    """Log-probs of the distribution sampled from: softmax(logits / T), top-k, then top-p (nucleus).
+def sampling_logits(logits_RV, temperature, top_k: int, top_p, use_top_p: bool):
+    """Unnormalized log-probs of the distribution sampled from: logits / T, top-k, then top-p (nucleus).
 
-    Tokens outside the kept set get -inf. top_k = 0 disables top-k; with top-p the smallest set of
-    most likely tokens whose mass reaches top_p is kept.
+    Tokens outside the kept set get -inf; log_softmax of the result is the sampling distribution.
+    top_k = 0 disables top-k; with top-p the smallest set of most likely tokens whose mass reaches
+    top_p is kept.
     """
     scaled_RV = logits_RV / temperature
     if top_k:
@@ -121,34 +123,60 @@ def sampling_distribution(logits_RV, temperature, top_k: int, top_p, use_top_p: 
         mass_before_RV = jnp.cumsum(probs_RV, axis=-1) - probs_RV
         threshold_R1 = jnp.min(jnp.where(mass_before_RV < top_p, sorted_RV, jnp.inf), axis=-1, keepdims=True)
         scaled_RV = jnp.where(scaled_RV < threshold_R1, -jnp.inf, scaled_RV)
-    return jax.nn.log_softmax(scaled_RV, axis=-1)
+    return scaled_RV
+
+
+def draw_tokens(keys_R, logits_RV, block: int = 128):
+    """(token_R, logsumexp_R): one draw per row from softmax(logits_RV), and the row's log normalizer.
+
+    Inverse-CDF sampling in two levels: the row's probability mass is summed in blocks of `block`
+    token ids, one uniform picks the block from the cumulative block masses and then the id inside
+    the block. Exact like Gumbel-max (`jax.random.categorical`), but it draws one uniform per row
+    instead of V Gumbel variates, which on CPU cost more than the model's forward step at
+    256 rows x 49152 ids; that is why this is ours.
+    """
+    rows, vocab = logits_RV.shape
+    padded_RV = jnp.pad(logits_RV, ((0, 0), (0, -vocab % block)), constant_values=-jnp.inf)
+    max_R1 = jnp.max(padded_RV, axis=-1, keepdims=True)
+    weights_RCB = jnp.exp(padded_RV - max_R1).reshape(rows, -1, block)  # C blocks of B ids
+    block_mass_RC = weights_RCB.sum(axis=-1)
+    block_cdf_RC = jnp.cumsum(block_mass_RC, axis=-1)
+    total_R = block_cdf_RC[:, -1]
+    target_R = jax.vmap(jax.random.uniform)(keys_R) * total_R
+    block_R = jnp.minimum(jnp.sum(block_cdf_RC <= target_R[:, None], axis=-1), block_cdf_RC.shape[1] - 1)
+    mass_before_R = jnp.take_along_axis(block_cdf_RC - block_mass_RC, block_R[:, None], axis=-1)[:, 0]
+    inside_RB = jnp.take_along_axis(weights_RCB, block_R[:, None, None], axis=1)[:, 0]
+    inside_cdf_RB = jnp.cumsum(inside_RB, axis=-1)
+    offset_R = jnp.sum(inside_cdf_RB <= jnp.maximum(target_R - mass_before_R, 0.0)[:, None], axis=-1)
+    # float rounding can push the target past the block's last token with mass; clamp to it
+    last_positive_R = block - 1 - jnp.argmax((inside_RB > 0)[:, ::-1], axis=-1)
+    token_R = block_R * block + jnp.minimum(offset_R, last_positive_R)
+    return token_R.astype(jnp.int32), max_R1[:, 0] + jnp.log(total_R)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "settings", "mesh"))
 def _decode(params, config: TransformerConfig, settings: _Settings, cache, first_logits_BV, prompt_len_B, keys_R,
             temperature, top_p, stop_transitions, stop_matched, eos_ids, mesh: Mesh | None = None):
-    """Fork the prompt cache N ways and decode up to max_new_tokens tokens per row on device."""
+    """Fork the prompt cache N ways (shared, not copied) and decode up to max_new_tokens tokens per row on device."""
     n, m = settings.num_samples, settings.max_new_tokens
-    fork = lambda x, axis=0: jnp.repeat(x, n, axis=axis)  # noqa: E731
-    cache = _constrain_cache({"k": fork(cache["k"], 1), "v": fork(cache["v"], 1), "pos": fork(cache["pos"]),
-                              "index": cache["index"]}, mesh)
-    logits_RV = _constrain_rows(fork(first_logits_BV), mesh)
-    position_R = fork(prompt_len_B)
+    cache = _constrain_cache(fork_cache(config, cache, n, m), mesh)
+    logits_RV = _constrain_rows(jnp.repeat(first_logits_BV, n, axis=0), mesh)
+    position_R = jnp.repeat(prompt_len_B, n)
     rows = logits_RV.shape[0]
     num_stops = stop_transitions.shape[0]
 
     def body(state: _LoopState) -> _LoopState:
         t = state.step
-        model_logprobs_RV = jax.nn.log_softmax(state.logits_RV, axis=-1)
+        logit_of = lambda x_RV, token_R: jnp.take_along_axis(x_RV, token_R[:, None], axis=-1)[:, 0]  # noqa: E731
         if settings.greedy:
             token_R = jnp.argmax(state.logits_RV, axis=-1).astype(jnp.int32)
             sampled_logprob_R = jnp.zeros((rows,), jnp.float32)
         else:
-            dist_RV = sampling_distribution(state.logits_RV, temperature, settings.top_k, top_p, settings.use_top_p)
+            masked_RV = sampling_logits(state.logits_RV, temperature, settings.top_k, top_p, settings.use_top_p)
             step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys_R, t)
-            token_R = jax.vmap(jax.random.categorical)(step_keys, dist_RV).astype(jnp.int32)
-            sampled_logprob_R = jnp.take_along_axis(dist_RV, token_R[:, None], axis=-1)[:, 0]
-        model_logprob_R = jnp.take_along_axis(model_logprobs_RV, token_R[:, None], axis=-1)[:, 0]
+            token_R, sampling_lse_R = draw_tokens(step_keys, masked_RV)
+            sampled_logprob_R = logit_of(masked_RV, token_R) - sampling_lse_R
+        model_logprob_R = logit_of(state.logits_RV, token_R) - jax.nn.logsumexp(state.logits_RV, axis=-1)
         live_R = ~state.done_R
         tokens_RM = state.tokens_RM.at[:, t].set(jnp.where(live_R, token_R, settings.pad_id))
         sampling_RM = state.sampling_logprobs_RM.at[:, t].set(jnp.where(live_R, sampled_logprob_R, 0.0))
@@ -237,7 +265,7 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
         prompt_keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(start, start + batch))
         keys_R = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(num_samples)))(
             prompt_keys).reshape(-1)
-        cache, logits = _prefill(params, config, tokens, valid, width + max_new_tokens, mesh)
+        cache, logits = _prefill(params, config, tokens, valid, width, mesh)
         result = _decode(params, config, settings, cache, logits, jnp.asarray(encoded.lengths, jnp.int32), keys_R,
                          jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), *stop_args, mesh)
         rows = len(group) * num_samples

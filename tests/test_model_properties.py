@@ -83,6 +83,38 @@ def test_kv_cache_prefill_then_decode_equals_full_forward(name):
     assert int(cache["index"]) == width
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_forked_cache_shares_the_prompt_and_equals_full_forward(name):
+    """Rows decoding on top of a shared prompt cache (fork_cache) get the logits of the full sequences."""
+    config = CONFIGS[name]
+    params = _random_params(config)
+    rng = np.random.default_rng(3)
+    prompt_width, new, num_samples = 6, 4, 3
+    prompts = rng.integers(0, config.vocab_size, (2, prompt_width)).astype(np.int32)
+    prompt_valid = np.ones((2, prompt_width), bool)
+    prompt_valid[1, :2] = False  # prompt 1 is left-padded by 2
+    continuations = rng.integers(0, config.vocab_size, (2 * num_samples, new)).astype(np.int32)
+
+    prompt_cache = model.init_cache(config, 2, prompt_width)
+    _, prompt_cache = model.forward(params, config, jnp.asarray(prompts), positions_from_valid(prompt_valid),
+                                    jnp.asarray(prompt_valid), prompt_cache)
+    cache = model.fork_cache(config, prompt_cache, num_samples, new)
+    assert cache["k"].shape[1] == 2 * num_samples and cache["prefix_k"].shape[1] == 2  # the prompt is not copied
+    start = np.repeat(prompt_valid.sum(axis=1), num_samples)
+    pieces = []
+    for t in range(new):
+        out, cache = model.forward(params, config, jnp.asarray(continuations[:, t:t + 1]),
+                                   jnp.asarray(start[:, None] + t), jnp.ones((2 * num_samples, 1), bool), cache)
+        pieces.append(np.asarray(out))
+    decoded = np.concatenate(pieces, axis=1)
+
+    full_tokens = np.concatenate([np.repeat(prompts, num_samples, axis=0), continuations], axis=1)
+    full_valid = np.concatenate([np.repeat(prompt_valid, num_samples, axis=0), np.ones_like(continuations, bool)], 1)
+    full, _ = model.forward(params, config, jnp.asarray(full_tokens), positions_from_valid(full_valid),
+                            jnp.asarray(full_valid))
+    np.testing.assert_allclose(decoded, np.asarray(full)[:, prompt_width:], atol=1e-5)
+
+
 def test_bfloat16_compute_is_close_to_float32():
     config = TransformerConfig.tiny()
     params = model.init_params(config, jax.random.key(0))
