@@ -7,12 +7,13 @@ Parameters live outside the module (`init_params`) with per-layer weights stacke
 axis (the layers run under `nn.scan`, so compile time does not grow with depth). The cache is a
 plain dict pytree passed in and returned:
 
-    cache = {"k": [L, B, K, S, H], "v": [L, B, K, S, H],
+    cache = {"k": [L, B, K, S, H], "v": [L, B, K, H, S]  (values transposed: both attention
+             products then contract the array's last axis, which XLA:CPU runs much faster),
              "pos": int32[B, S]  (position of the token in each slot, -1 for empty or padding),
              "index": int32[]    (next slot to write; the same for every row)}
 
 A cache may also carry a read-only shared prefix (`fork_cache`): the prompt cache of P prompts,
-{"prefix_k", "prefix_v": [L, P, K, Sp, H], "prefix_pos": int32[P, Sp]}, read by the B = P * N
+{"prefix_k": [L, P, K, Sp, H], "prefix_v": [L, P, K, H, Sp], "prefix_pos": int32[P, Sp]}, read by the B = P * N
 rows of the per-row cache (row b belongs to prompt b // N). Attention then runs over
 prefix ++ own slots, and the prefix is stored and read once per prompt instead of once per row.
 
@@ -100,16 +101,17 @@ class Attention(nn.Module):
         q_BTNH = apply_rotary(q_BTNH, cos_BTH, sin_BTH)
         k_BTKH = apply_rotary(k_BTKH, cos_BTH, sin_BTH)
 
-        k_BKTH, v_BKTH = (x.transpose(0, 2, 1, 3) for x in (k_BTKH, v_BTKH))
+        k_BKTH, v_BKHT = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 3, 1)
         if layer_cache is None:
-            keys_BKSH, values_BKSH, new_cache = k_BKTH, v_BKTH, None
+            keys_BKSH, values_BKHS, new_cache = k_BKTH, v_BKHT, None
         else:  # write this layer's new keys into the all-layer cache in place, then read the layer back
             cache_k, cache_v, layer = layer_cache
-            start = (layer, 0, 0, write_index, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k_BKTH.astype(cache_k.dtype)[None], start)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v_BKTH.astype(cache_v.dtype)[None], start)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k_BKTH.astype(cache_k.dtype)[None],
+                                                   (layer, 0, 0, write_index, 0))
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v_BKHT.astype(cache_v.dtype)[None],
+                                                   (layer, 0, 0, 0, write_index))
             keys_BKSH = jax.lax.dynamic_index_in_dim(cache_k, layer, keepdims=False)
-            values_BKSH = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
+            values_BKHS = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
             new_cache = (cache_k, cache_v)
 
         scale = h ** -0.5
@@ -130,9 +132,9 @@ class Attention(nn.Module):
         if prefix is not None:
             prefix_probs_PNKGTS = probs_BKGTS[..., :prefix_len].reshape(q_PNTKGH.shape[:2] + (k, n // k, t, -1))
             probs_BKGTS = probs_BKGTS[..., prefix_len:]
-        out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH.astype(cfg.compute_dtype))
+        out_BTKGH = jnp.einsum("bkgts,bkhs->btkgh", probs_BKGTS, values_BKHS.astype(cfg.compute_dtype))
         if prefix is not None:
-            out_BTKGH += jnp.einsum("pnkgts,pksh->pntkgh", prefix_probs_PNKGTS,
+            out_BTKGH += jnp.einsum("pnkgts,pkhs->pntkgh", prefix_probs_PNKGTS,
                                     prefix_v.astype(cfg.compute_dtype)).reshape(out_BTKGH.shape)
         out_BTD = dense(cfg.dim, "o_proj", False)(out_BTKGH.reshape(b, t, n * h))
         return out_BTD, new_cache
@@ -235,9 +237,10 @@ def param_shapes(config: TransformerConfig) -> dict:
 
 def init_cache(config: TransformerConfig, batch: int, length: int, dtype: Any | None = None) -> Cache:
     """An empty cache with `length` slots per row."""
-    shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
+    rows = (config.num_layers, batch, config.num_kv_heads)
     dtype = dtype or config.compute_dtype
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+    return {"k": jnp.zeros(rows + (length, config.head_dim), dtype),
+            "v": jnp.zeros(rows + (config.head_dim, length), dtype),
             "pos": jnp.full((batch, length), -1, jnp.int32), "index": jnp.zeros((), jnp.int32)}
 
 
