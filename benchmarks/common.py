@@ -51,12 +51,20 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> di
     return {"median_s": statistics.median(times), "min_s": min(times), "first_call_s": first, "runs": repeats}
 
 
-def measured_matmul_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Float32 matmul FLOP/s of this machine as XLA achieves it on a large square matmul."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+def measured_matmul_flops(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+    """Matmul FLOP/s (in `dtype`) of the default device as XLA achieves it on a large square matmul."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), dtype)
     matmul = jax.jit(lambda x: x @ x)
     timing = time_call(lambda: matmul(a).block_until_ready(), repeats=repeats, warmup=2)
     return 2.0 * size**3 / timing["min_s"]
+
+
+def measured_memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes/s of the default device's memory as XLA achieves it copying a large array (read + write)."""
+    a = jnp.zeros((megabytes * 2**20 // 4,), jnp.float32)
+    copy = jax.jit(lambda x: x + 1.0)
+    timing = time_call(lambda: copy(a).block_until_ready(), repeats=repeats, warmup=2)
+    return 2.0 * a.nbytes / timing["min_s"]
 
 
 def fastest_torch_threads(run: Callable[[], object], candidates=(1, 2), repeats: int = 3) -> tuple[int, dict]:

@@ -13,14 +13,23 @@ tokens/s (prompts x N x new / wall time, prefill included) for
     per step (see benchmarks/llama_cpp_peer.py);
 and the compute bound (measured matmul FLOP/s over the model's FLOPs per generated token) with the
 fraction reached. Batch-1 greedy latency per token is reported as a second workload.
+
+    python -m benchmarks.sampling --json PATH --model llama3-1b --dtype bfloat16 --skip-peers
+
+runs the same workload on a Llama-3.2-1B-shaped configuration with random weights (for a GPU),
+with the memory-bandwidth bound of decoding as the reference: every decode step reads all weights
+once plus each row's KV cache, so rows / (bytes per step / measured bandwidth) tokens/s at most.
 """
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from benchmarks import common
 from sharpen_jax import sampling, weights
+from sharpen_jax.algorithms.experiment_setup import random_params
+from sharpen_jax.config import TransformerConfig
 
 
 def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
@@ -62,14 +71,19 @@ def main() -> None:
         parser.add_argument("--prompt-len", type=int, default=100)
         parser.add_argument("--new", type=int, default=64)
         parser.add_argument("--skip-peers", action="store_true", help="measure ours and the bound only")
+        parser.add_argument("--model", default="smollm2-135m", choices=("smollm2-135m", "llama3-1b"),
+                            help="llama3-1b: random weights, memory-bandwidth bound, no peers")
+        parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
 
     args = common.parse_args(__doc__.splitlines()[0], extra)
+    if args.model == "llama3-1b":
+        return _bandwidth_bound_run(args)
     config, params = weights.load("smollm2-135m-instruct")
     peak = common.measured_matmul_flops()
     prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len))
     prompt_lists = prompts.tolist()
     generated = args.prompts * args.samples * args.new
-    key = __import__("jax").random.key(0)
+    key = jax.random.key(0)
     ours = common.time_call(lambda: sampling.sample(params, config, prompt_lists, num_samples=args.samples,
                                                     max_new_tokens=args.new, rng=key), repeats=args.repeats)
     # FLOPs per generated token: decode attends to prompt + half the new tokens on average; the
@@ -95,6 +109,29 @@ def main() -> None:
          "note": f"includes one {args.prompt_len}-token prefill"},
     ]
     common.write_report(args.json, "sampling", workloads, {"matmul_flops": peak})
+
+
+def _bandwidth_bound_run(args) -> None:
+    """The sampling workload on a random-weight Llama-3.2-1B shape, against the decode bandwidth bound."""
+    config = TransformerConfig.llama3_1b(dtype=args.dtype, param_dtype=args.dtype)
+    params = random_params(config, 0)
+    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len)).tolist()
+    rows, generated = args.prompts * args.samples, args.prompts * args.samples * args.new
+    ours = common.time_call(lambda: sampling.sample(params, config, prompts, num_samples=args.samples,
+                                                    max_new_tokens=args.new, rng=jax.random.key(0)),
+                            repeats=args.repeats)
+    bandwidth = common.measured_memory_bandwidth()
+    weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    kv_bytes_per_slot = 2 * config.num_layers * config.num_kv_heads * config.head_dim * config.compute_dtype.itemsize
+    # per step: all weights once, the shared prompt caches once, each row's own slots (half full on average)
+    step_bytes = weight_bytes + kv_bytes_per_slot * (args.prompts * args.prompt_len + rows * args.new / 2)
+    bound = rows * bandwidth / step_bytes
+    tokens_per_s = generated / ours["median_s"]
+    workloads = [{"name": f"llama3-1b-shape {args.dtype} b{args.prompts} n{args.samples} new{args.new}",
+                  "unit": "tokens/s", "ours": tokens_per_s, "peers": {}, "bound": {"value": bound, "kind": "memory"},
+                  "fraction_of_bound": tokens_per_s / bound, "compile_s": ours["first_call_s"],
+                  "ours_median_s": ours["median_s"]}]
+    common.write_report(args.json, "sampling", workloads, {"memory_bytes_per_s": bandwidth})
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 
     python -m benchmarks.training --json /tmp/training.json [--model smollm2-135m] [--batch 4] [--seq 128]
         [--warmup 1] [--repeats 5] [--no-peers]
+    python -m benchmarks.training --json /tmp/training_1b.json --model llama3-1b --dtype bfloat16 \
+        --batch 8 --seq 2048 --no-peers     # on a GPU: model FLOPs utilization of the 1B configuration
 
 Both sides train the same Llama-shaped model (random weights of the real shapes: throughput does not
 depend on their values) on the same batch of B x T tokens with AdamW, every token a target. LoRA is
 rank 8 on q,k,v,o,gate,up,down on both sides (peft for PyTorch). Reported: median tokens/s over
 `--repeats` timed steps after `--warmup` steps, compile/first-step time separately, and a compute
 bound = measured matmul FLOP/s / training FLOPs per token (6 N per token for full fine-tuning, 4 N
-for LoRA, which forms no weight gradients, plus attention). Each side runs with the faster of one
+for LoRA, which forms no weight gradients, plus attention); ours / bound is the model FLOPs
+utilization (MFU) against the matmul rate XLA reaches on this device in the run's dtype. Each side runs with the faster of one
 core and all cores, measured here: PyTorch with torch.set_num_threads, ours in a worker process
 pinned to one core (sched_setaffinity, so XLA sizes its thread pools to it) or not pinned. Options,
 timing, the machine description and the JSON report (layout of DESIGN.md) come from
@@ -35,7 +38,13 @@ from sharpen_jax.algorithms.sft import make_sft_step
 from sharpen_jax.config import TransformerConfig
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-MODELS = {"smollm2-135m": TransformerConfig.smollm2_135m, "tiny": TransformerConfig.tiny}
+MODELS = {"smollm2-135m": TransformerConfig.smollm2_135m, "llama3-1b": TransformerConfig.llama3_1b,
+          "tiny": TransformerConfig.tiny}
+
+
+def model_config(args: argparse.Namespace) -> TransformerConfig:
+    """The benchmarked configuration: the named model in the requested compute and parameter dtype."""
+    return MODELS[args.model](dtype=args.dtype, param_dtype=args.dtype)
 
 
 def core_counts() -> list[int]:
@@ -73,6 +82,7 @@ def ours_best_threads(args, lora: bool) -> dict:
     for cores in core_counts():
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, "-m", "benchmarks.training", "--json", out.name, "--model", args.model,
+                   "--dtype", args.dtype,
                    "--batch", str(args.batch), "--seq", str(args.seq), "--warmup", str(args.warmup),
                    "--repeats", str(args.repeats), "--worker-cores", str(cores)] + (["--worker-lora"] if lora else [])
             subprocess.run(cmd, check=True)
@@ -94,7 +104,7 @@ def torch_peer(config: TransformerConfig, batch: int, seq: int, lora: bool, repe
         rope_theta=config.rope_theta, tie_word_embeddings=config.tie_embeddings,
         max_position_embeddings=config.max_seq_len)
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(hf_config).float()
+    model = transformers.LlamaForCausalLM(hf_config).to(getattr(torch, config.dtype))
     if lora:
         import peft
 
@@ -118,6 +128,7 @@ def torch_peer(config: TransformerConfig, batch: int, seq: int, lora: bool, repe
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The benchmark's own options (common.parse_args adds --json and --repeats, the timed steps)."""
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(MODELS))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
@@ -130,16 +141,16 @@ def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], add_options)
     if args.worker_cores:  # internal: one measurement of ours, pinned to the first `worker_cores` cores
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.worker_cores]))
-        result = ours(MODELS[args.model](), args.batch, args.seq, args.worker_lora, args.warmup, args.repeats)
+        result = ours(model_config(args), args.batch, args.seq, args.worker_lora, args.warmup, args.repeats)
         with open(args.json, "w") as f:
             json.dump(result, f)
         return
 
-    config = MODELS[args.model]()
-    roof = common.measured_matmul_flops()
+    config = model_config(args)
+    roof = common.measured_matmul_flops(dtype=config.compute_dtype)
     workloads = []
     for lora in (False, True):
-        name = f"{args.model} sft_step {'lora-r8' if lora else 'full'} b{args.batch} t{args.seq} fp32"
+        name = f"{args.model} sft_step {'lora-r8' if lora else 'full'} b{args.batch} t{args.seq} {args.dtype}"
         mine = ours_best_threads(args, lora)
         if args.no_peers:
             peer, reason = None, "skipped with --no-peers"
@@ -155,6 +166,7 @@ def main() -> None:
             "peer_notes": {"transformers+torch": reason or f"random weights of the same shapes; {peer['threads']} "
                                                            f"thread(s) (tokens/s by threads: {peer['by_threads']})"},
             "bound": {"value": roof / train_flops_per_token(config, args.seq, lora), "kind": "compute"},
+            "fraction_of_bound": mine["tokens_per_s"] * train_flops_per_token(config, args.seq, lora) / roof,
             "compile_and_first_step_s": mine["first_step_s"],
         })
     common.write_report(args.json, "training", workloads, {"matmul_flops_per_s": roof})
