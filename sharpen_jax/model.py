@@ -83,6 +83,36 @@ def attention_mask(config: TransformerConfig, positions_BT: jax.Array, kv_pos_BS
     return mask_BTS
 
 
+def grouped_attention(q_BTKGH, keys_BKSH, values_BKHS, mask_BTS, prefix=None):
+    """softmax(q k^T / sqrt(H)) v per kv head k and its G query heads, over the allowed key slots.
+
+    With a shared prefix (keys [P, K, Sp, H], values [P, K, H, Sp], mask [B, T, Sp]) the softmax
+    runs over prefix ++ own slots; row b reads prompt b // (B // P), and the prefix products are
+    batched per prompt, so its keys and values are read once for the prompt's B // P rows.
+    """
+    b, t, k, g, h = q_BTKGH.shape
+    scale = h ** -0.5
+    scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH.astype(q_BTKGH.dtype),
+                              preferred_element_type=jnp.float32) * scale
+    scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
+    if prefix is None:
+        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(q_BTKGH.dtype)
+        return jnp.einsum("bkgts,bkhs->btkgh", probs_BKGTS, values_BKHS.astype(q_BTKGH.dtype))
+
+    prefix_k_PKSH, prefix_v_PKHS, prefix_mask_BTS = prefix
+    num_prompts, prefix_len = prefix_k_PKSH.shape[0], prefix_k_PKSH.shape[2]
+    q_PNTKGH = q_BTKGH.reshape(num_prompts, b // num_prompts, t, k, g, h)
+    prefix_scores_BKGTS = jnp.einsum("pntkgh,pksh->pnkgts", q_PNTKGH, prefix_k_PKSH.astype(q_BTKGH.dtype),
+                                     preferred_element_type=jnp.float32).reshape(b, k, g, t, prefix_len) * scale
+    prefix_scores_BKGTS = jnp.where(prefix_mask_BTS[:, None, None], prefix_scores_BKGTS, _MASKED)
+    probs_BKGTS = jax.nn.softmax(jnp.concatenate([prefix_scores_BKGTS, scores_BKGTS], axis=-1),
+                                 axis=-1).astype(q_BTKGH.dtype)
+    prefix_probs_PNKGTS = probs_BKGTS[..., :prefix_len].reshape(q_PNTKGH.shape[:2] + (k, g, t, prefix_len))
+    out_BTKGH = jnp.einsum("bkgts,bkhs->btkgh", probs_BKGTS[..., prefix_len:], values_BKHS.astype(q_BTKGH.dtype))
+    return out_BTKGH + jnp.einsum("pnkgts,pkhs->pntkgh", prefix_probs_PNKGTS,
+                                  prefix_v_PKHS.astype(q_BTKGH.dtype)).reshape(out_BTKGH.shape)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with rotary embeddings and an optional explicit KV cache."""
 
@@ -114,28 +144,7 @@ class Attention(nn.Module):
             values_BKHS = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
             new_cache = (cache_k, cache_v)
 
-        scale = h ** -0.5
-        q_BTKGH = q_BTNH.reshape(b, t, k, n // k, h)
-        scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH.astype(q_BTKGH.dtype),
-                                  preferred_element_type=jnp.float32) * scale
-        scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
-        if prefix is not None:  # the P shared prompt caches, read by N = B // P rows each
-            prefix_k, prefix_v, prefix_mask_BTS = prefix
-            num_prompts, prefix_len = prefix_k.shape[0], prefix_k.shape[2]
-            q_PNTKGH = q_BTKGH.reshape(num_prompts, b // num_prompts, t, k, n // k, h)
-            prefix_scores_BKGTS = jnp.einsum("pntkgh,pksh->pnkgts", q_PNTKGH, prefix_k.astype(q_BTKGH.dtype),
-                                             preferred_element_type=jnp.float32).reshape(
-                b, k, n // k, t, prefix_len) * scale
-            prefix_scores_BKGTS = jnp.where(prefix_mask_BTS[:, None, None], prefix_scores_BKGTS, _MASKED)
-            scores_BKGTS = jnp.concatenate([prefix_scores_BKGTS, scores_BKGTS], axis=-1)
-        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(cfg.compute_dtype)
-        if prefix is not None:
-            prefix_probs_PNKGTS = probs_BKGTS[..., :prefix_len].reshape(q_PNTKGH.shape[:2] + (k, n // k, t, -1))
-            probs_BKGTS = probs_BKGTS[..., prefix_len:]
-        out_BTKGH = jnp.einsum("bkgts,bkhs->btkgh", probs_BKGTS, values_BKHS.astype(cfg.compute_dtype))
-        if prefix is not None:
-            out_BTKGH += jnp.einsum("pnkgts,pkhs->pntkgh", prefix_probs_PNKGTS,
-                                    prefix_v.astype(cfg.compute_dtype)).reshape(out_BTKGH.shape)
+        out_BTKGH = grouped_attention(q_BTNH.reshape(b, t, k, n // k, h), keys_BKSH, values_BKHS, mask_BTS, prefix)
         out_BTD = dense(cfg.dim, "o_proj", False)(out_BTKGH.reshape(b, t, n * h))
         return out_BTD, new_cache
 
