@@ -9,7 +9,8 @@ Presets:
          evaluation, plots); the accuracies of a random model are meaningless.
   cpu    SmolLM2-135M-Instruct with LoRA (r=8) on 4-shot 2-digit arithmetic: N=16 samples at
          temperature 1 per training prompt, keep the most likely one (self-reward log pi_base(y|x)),
-         3 epochs of LoRA SFT, lr 3e-4 with linear decay and clipping. About an hour on 2 cores.
+         3 epochs of LoRA SFT, lr 3e-4 with linear decay and clipping. Measured: 30 minutes
+         wall (28.5 CPU-minutes) on 2 cores shared with another run; docs/RESULTS.md has the table.
          Expected: the sample log-likelihood and the single-sample accuracy rise toward the
          base model's best-of-N numbers (the paper's Table 1 layout: lift over the base model).
   paper  the paper's amortization setting (N=50, temperature 1, most likely sample kept, LoRA,
