@@ -84,6 +84,23 @@ def test_non_finite_loss_leaves_state_unchanged():
     assert int(new_state.step) == 0
 
 
+def test_non_finite_gradient_with_finite_loss_leaves_state_unchanged():
+    """sqrt at 0 has a finite value and an infinite derivative: the step must refuse the update."""
+    tx = optax.adam(0.1)
+    state = create_train_state({"logits": _base_logits(), "kink": jnp.zeros(())}, tx, jax.random.key(0))
+    before = jax.tree.map(np.asarray, state.params)
+
+    def kinked_logprob_fn(params, seqs):
+        logp, num_tokens = tabular_logprob_fn(params, seqs)
+        return logp - jnp.sqrt(params["kink"]), num_tokens
+
+    new_state, metrics = make_sft_step(kinked_logprob_fn, tx)(state, _batch(3))
+    assert np.isfinite(float(metrics["loss"])) and not bool(metrics["finite"])
+    for name in before:
+        np.testing.assert_array_equal(new_state.params[name], before[name])
+    assert int(new_state.step) == 0
+
+
 def test_frozen_parameters_are_read_not_trained():
     base = _base_logits()
     tx = optax.adam(0.1)
