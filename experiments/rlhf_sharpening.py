@@ -23,7 +23,7 @@ from sharpen_jax.algorithms.experiment_setup import make_optimizer, make_policy_
 from sharpen_jax.algorithms.loop import train_loop
 from sharpen_jax.algorithms.policy_optimization import make_po_step
 from sharpen_jax.checkpoint import Checkpointer
-from sharpen_jax.metrics import plot_training_curves, read_jsonl
+from sharpen_jax.metrics import read_jsonl
 
 
 def j_beta(metrics: dict, beta: float) -> float:
@@ -84,14 +84,10 @@ def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
     after["j_beta"] = j_beta(after, cfg.po.beta)
     evals = [r for r in read_jsonl(metrics_path) if r["split"] == "eval"]
     best_eval = max(evals, key=lambda r: r["j_beta"]) if evals else None
-    results = sharpening_run.load_results(workdir)
-    results.update(before=before, after=after, lift=sharpening_run.lift(before, after), num_steps=cfg.train.num_steps,
-                   best_eval_step_by_j_beta=None if best_eval is None else best_eval["step"], config=cfg.to_dict())
-    sharpening_run.save_results(workdir, results)
-    plot_training_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png"),
-                         train_keys=("loss", "reward_mean"), eval_keys=("j_beta", "sample_accuracy"))
-    print(sharpening_run.format_table(before, after))
-    return results
+    return sharpening_run.finish(workdir, before, after, train_keys=("loss", "reward_mean"),
+                                 eval_keys=("j_beta", "sample_accuracy"), num_steps=cfg.train.num_steps,
+                                 best_eval_step_by_j_beta=None if best_eval is None else best_eval["step"],
+                                 config=cfg.to_dict())
 
 
 if __name__ == "__main__":

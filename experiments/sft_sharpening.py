@@ -21,7 +21,6 @@ from sharpen_jax.algorithms import data, sharpening_run
 from sharpen_jax.algorithms.experiment_setup import make_optimizer, make_policy_state
 from sharpen_jax.algorithms.loop import train_loop
 from sharpen_jax.algorithms.sft import make_sft_step
-from sharpen_jax.metrics import plot_training_curves
 
 
 def sft_dataset(cfg, setup: sharpening_run.Setup, workdir: str) -> data.SFTDataset:
@@ -77,14 +76,9 @@ def run(cfg, workdir: str, sample_fn=None, progress: bool = True) -> dict:
                        log_every=cfg.train.log_every, eval_every=cfg.train.eval_every, eval_fn=eval_fn,
                        max_to_keep=cfg.train.max_to_keep, progress=progress)
     after = sharpening_run.evaluate(setup, policy.sampling_params(state), cfg.eval, seed=cfg.seed)
-    results = sharpening_run.load_results(workdir)
-    results.update(after=after, lift=sharpening_run.lift(before, after), num_steps=num_steps,
-                   dataset_size=dataset.size, config=cfg.to_dict())
-    sharpening_run.save_results(workdir, results)
-    plot_training_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png"),
-                         train_keys=("loss", "grad_norm"), eval_keys=("greedy_accuracy", "sample_logp"))
-    print(sharpening_run.format_table(before, after))
-    return results
+    return sharpening_run.finish(workdir, before, after, train_keys=("loss", "grad_norm"),
+                                 eval_keys=("greedy_accuracy", "sample_logp"), num_steps=num_steps,
+                                 dataset_size=dataset.size, config=cfg.to_dict())
 
 
 if __name__ == "__main__":

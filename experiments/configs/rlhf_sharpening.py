@@ -24,27 +24,16 @@ reward, KL estimates; eval accuracies and J_beta), TensorBoard events, DIR/train
 
 import ml_collections
 
+from experiments.configs import sharpening_training_base
+
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.preset = preset
-    c.seed = 0
-    c.model = "smollm2-135m-instruct"
-    c.dtype = ""
-    c.task = ml_collections.ConfigDict(dict(name="arithmetic", options={"digits": 2, "ops": "+-*"},
-                                            num_shots=4, num_train_prompts=512, num_eval_prompts=64, data_dir=""))
+    c = sharpening_training_base(preset, num_train_prompts=512)
     c.sampling = ml_collections.ConfigDict(dict(temperature=1.0, max_new_tokens=8, batch_size=8))
-    c.self_reward = "logp"
     c.po = ml_collections.ConfigDict(dict(loss="reward_dpo", beta=1.0, alpha=0.0, prompts_per_step=8,
                                           group_size=4))
-    c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=16.0, targets="q_proj,k_proj,v_proj,o_proj,gate_proj,"
-                                                                         "up_proj,down_proj"))
-    c.optim = ml_collections.ConfigDict(dict(learning_rate=3e-4, warmup_steps=0, grad_clip=1.0, weight_decay=0.0,
-                                             schedule="linear"))
     c.train = ml_collections.ConfigDict(dict(num_steps=60, grad_accum_steps=1, save_every=10, log_every=1,
                                              eval_every=20, max_to_keep=3))
-    c.eval = ml_collections.ConfigDict(dict(num_samples=16, temperature=1.0, batch_size=8,
-                                            num_prompts_during_training=16, num_samples_during_training=4))
 
     if preset == "smoke":
         c.model = "tiny"

@@ -19,6 +19,7 @@ from sharpen_jax import tasks
 from sharpen_jax.algorithms import rollouts
 from sharpen_jax.algorithms.experiment_setup import load_model
 from sharpen_jax.config import TransformerConfig
+from sharpen_jax.metrics import plot_training_curves
 
 TABLE_COLUMNS = ("greedy_accuracy", "sample_accuracy", "sample_logp", "bon_accuracy")
 
@@ -117,6 +118,19 @@ def base_evaluation(setup: Setup, workdir: str, eval_cfg, seed: int) -> dict[str
 def lift(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """after - before for every metric both have (accuracy lift, log-likelihood lift)."""
     return {k: after[k] - before[k] for k in before if k in after}
+
+
+def finish(workdir: str, before: dict[str, float], after: dict[str, float], *, train_keys: tuple[str, ...],
+           eval_keys: tuple[str, ...], **extra) -> dict:
+    """Write the before/after/lift results (plus `extra`) to workdir/results.json, draw the training
+    curves to workdir/training_curves.png, print the table; return the results."""
+    results = load_results(workdir)
+    results.update(before=before, after=after, lift=lift(before, after), **extra)
+    save_results(workdir, results)
+    plot_training_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png"),
+                         train_keys=train_keys, eval_keys=eval_keys)
+    print(format_table(before, after))
+    return results
 
 
 def format_table(before: dict[str, float], after: dict[str, float]) -> str:
