@@ -64,6 +64,15 @@ def _llama_cpp_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
     return llama_cpp_peer.batched_sampling_tokens_per_s(weights.smollm2_gguf_path(), prompts, num_samples, new_tokens)
 
 
+def _time_ours(params, config, args) -> tuple[np.ndarray, dict]:
+    """The random prompts [prompts, prompt_len] and the timing of sampling N completions of each."""
+    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len))
+    timing = common.time_call(lambda: sampling.sample(params, config, prompts.tolist(), num_samples=args.samples,
+                                                      max_new_tokens=args.new, rng=jax.random.key(0)),
+                              repeats=args.repeats)
+    return prompts, timing
+
+
 def main() -> None:
     def extra(parser):
         parser.add_argument("--prompts", type=int, default=16)
@@ -73,19 +82,16 @@ def main() -> None:
         parser.add_argument("--skip-peers", action="store_true", help="measure ours and the bound only")
         parser.add_argument("--model", default="smollm2-135m", choices=("smollm2-135m", "llama3-1b"),
                             help="llama3-1b: random weights, memory-bandwidth bound, no peers")
-        parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+        parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                            help="our compute and weight dtype (the peers stay float32)")
 
     args = common.parse_args(__doc__.splitlines()[0], extra)
     if args.model == "llama3-1b":
         return _bandwidth_bound_run(args)
-    config, params = weights.load("smollm2-135m-instruct")
-    peak = common.measured_matmul_flops()
-    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len))
-    prompt_lists = prompts.tolist()
+    config, params = weights.load("smollm2-135m-instruct", dtype=args.dtype)
+    peak = common.measured_matmul_flops(dtype=config.compute_dtype)
+    prompts, ours = _time_ours(params, config, args)
     generated = args.prompts * args.samples * args.new
-    key = jax.random.key(0)
-    ours = common.time_call(lambda: sampling.sample(params, config, prompt_lists, num_samples=args.samples,
-                                                    max_new_tokens=args.new, rng=key), repeats=args.repeats)
     # FLOPs per generated token: decode attends to prompt + half the new tokens on average; the
     # prompt prefill is amortized over the N samples.
     flops = config.flops_per_token(args.prompt_len + args.new / 2) + (
@@ -98,10 +104,11 @@ def main() -> None:
             continue
         peers[name], notes[name] = peer(prompts, args.samples, args.new)
     ours_tps = generated / ours["median_s"]
-    latency = common.time_call(lambda: sampling.sample(params, config, prompt_lists[:1], max_new_tokens=args.new,
+    latency = common.time_call(lambda: sampling.sample(params, config, prompts[:1].tolist(), max_new_tokens=args.new,
                                                        temperature=0.0), repeats=args.repeats)
     workloads = [
-        {"name": f"smollm2-135m b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s", "ours": ours_tps,
+        {"name": f"smollm2-135m {args.dtype} b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s",
+         "ours": ours_tps,
          "peers": peers, "peer_notes": notes, "bound": {"value": bound, "kind": "compute"},
          "fraction_of_bound": ours_tps / bound, "compile_s": ours["first_call_s"], "ours_median_s": ours["median_s"]},
         {"name": f"smollm2-135m batch-1 greedy new{args.new} latency", "unit": "ms/token",
@@ -115,11 +122,8 @@ def _bandwidth_bound_run(args) -> None:
     """The sampling workload on a random-weight Llama-3.2-1B shape, against the decode bandwidth bound."""
     config = TransformerConfig.llama3_1b(dtype=args.dtype, param_dtype=args.dtype)
     params = random_params(config, 0)
-    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len)).tolist()
+    _, ours = _time_ours(params, config, args)
     rows, generated = args.prompts * args.samples, args.prompts * args.samples * args.new
-    ours = common.time_call(lambda: sampling.sample(params, config, prompts, num_samples=args.samples,
-                                                    max_new_tokens=args.new, rng=jax.random.key(0)),
-                            repeats=args.repeats)
     bandwidth = common.measured_memory_bandwidth()
     weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
     kv_bytes_per_slot = 2 * config.num_layers * config.num_kv_heads * config.head_dim * config.compute_dtype.itemsize
