@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks import common
 from sharpen_jax import sampling, weights
-from sharpen_jax.algorithms.experiment_setup import random_params
+from sharpen_jax.testing import random_params
 from sharpen_jax.config import TransformerConfig
 
 

@@ -33,9 +33,10 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from sharpen_jax.algorithms.experiment_setup import make_policy_state, random_params
-from sharpen_jax.algorithms.sft import make_sft_step
 from sharpen_jax.config import TransformerConfig
+from sharpen_jax.methods import get_loss
+from sharpen_jax.testing import random_params
+from sharpen_jax.training.policies import make_policy_state
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MODELS = {"smollm2-135m": TransformerConfig.smollm2_135m, "llama3-1b": TransformerConfig.llama3_1b,
@@ -62,14 +63,14 @@ def ours(config: TransformerConfig, batch: int, seq: int, lora: bool, warmup: in
     tx = optax.adamw(1e-5)
     policy, state = make_policy_state(config, random_params(config, 0), tx, jax.random.key(0),
                                       lora_rank=8 if lora else 0, lora_alpha=16.0, lora_targets=LORA_TARGETS)
-    step = make_sft_step(policy.logprob_fn, tx)
+    step = get_loss("sft").make_step(policy.logprob_fn, tx)
     rng = np.random.default_rng(0)
     seqs = {"tokens": jnp.asarray(rng.integers(0, config.vocab_size, (batch, seq)), jnp.int32),
             "valid": jnp.ones((batch, seq), bool), "target": jnp.ones((batch, seq), bool).at[:, 0].set(False)}
     holder = {"state": state}
 
     def run_step():
-        holder["state"], metrics = step(holder["state"], {"seqs": seqs})
+        holder["state"], metrics = step(holder["state"], None, {"seqs": seqs})
         metrics["loss"].block_until_ready()
 
     timing = common.time_call(run_step, repeats=repeats, warmup=warmup)

@@ -1,4 +1,4 @@
-"""Shared experiment plumbing: config validation, workdir handling, crash-safe JSON lines, the entry point.
+"""Shared experiment plumbing: config checks, workdir handling, the entry point.
 
 An experiment module defines `run(config, workdir)` and ends with
 
@@ -9,8 +9,10 @@ which gives it the command line `python -m experiments.<name> --config=FILE:PRES
 (the config file is an ml_collections config file whose `get_config(preset)` builds the config;
 `--config.key=value` overrides single entries).
 
-Configs are checked against the experiment's reference config before any work starts: an
-unknown key is an error naming the key and the valid ones (`check_keys`). A workdir remembers the
+Every config file has the same idiom: `defaults()` (every valid key), one function per preset,
+`PRESETS` and `get_config(preset)`. Configs are checked against `defaults()` before any work starts:
+an unknown key is an error naming the key and the valid ones (`check_keys`), and values are checked
+with `check_int` / `check_float` / `check_choice`, whose errors name the key. A workdir remembers the
 config it was started with (`config.json`); resuming with a config that differs in a key that
 changes results is an error naming the differing keys (`prepare_workdir`).
 """
@@ -20,11 +22,14 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import json
+import math
 import os
 import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
+
+from sharpen_jax.jsonl import read_json, write_json
 
 CONFIG_FILE = "config.json"
 
@@ -65,13 +70,65 @@ def check_keys(config: Any, reference: Any, *, path: str = "config", each: Mappi
         check_keys(config[key], reference[key], path=child_path, each=each, free=free)
 
 
+def value_at(config: Any, key: str) -> Any:
+    """The entry at dotted path `key` ("train.batch_size") of a config."""
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _fail(key: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"config.{key}={value!r}; expected {expected}")
+
+
+def check_int(config: Any, key: str, minimum: int, maximum: int | None = None) -> int:
+    """The integer at `key`, which must lie in [minimum, maximum]; a ConfigError naming it otherwise."""
+    value = value_at(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        _fail(key, value, f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else ""))
+    return value
+
+
+def check_float(config: Any, key: str, *, minimum: float | None = None, maximum: float | None = None,
+                strict_minimum: bool = False) -> float:
+    """The finite number at `key` within the bounds (minimum excluded when `strict_minimum`)."""
+    value = value_at(config, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if strict_minimum else value >= minimum
+    if ok and maximum is not None:
+        ok = value <= maximum
+    if not ok:
+        bounds = []
+        if minimum is not None:
+            bounds.append(f"{'>' if strict_minimum else '>='} {minimum}")
+        if maximum is not None:
+            bounds.append(f"<= {maximum}")
+        _fail(key, value, "a finite number" + (" " + " and ".join(bounds) if bounds else ""))
+    return float(value)
+
+
+def check_choice(config: Any, key: str, choices: Sequence[Any]) -> Any:
+    """The entry at `key`, which must be one of `choices`."""
+    value = value_at(config, key)
+    if value not in tuple(choices):
+        _fail(key, value, f"one of {list(choices)}")
+    return value
+
+
 def select_preset(preset: str | None, presets: Mapping[str, Callable[[], ml_collections.ConfigDict]],
                   default: str) -> ml_collections.ConfigDict:
-    """The config of preset `preset` (`default` when None or empty); unknown names list the valid ones."""
+    """The config of preset `preset` (`default` when None or empty), with its name in the config's
+    "preset" key when it has one; unknown names list the valid ones."""
     name = preset or default
     if name not in presets:
         raise ConfigError(f"unknown preset {name!r}; valid presets: {sorted(presets)}")
-    return presets[name]()
+    config = presets[name]()
+    if "preset" in config:
+        config.preset = name
+    return config
 
 
 def to_plain(value: Any) -> Any:
@@ -107,8 +164,7 @@ def prepare_workdir(workdir: str, config: Any, *, ignore: Iterable[str] = ()) ->
     current = {k: v for k, v in to_plain(config).items() if k not in ignore}
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+        previous = read_json(path, error=ConfigError)
         differing = _differences(previous, json.loads(json.dumps(current)), "config")
         if differing:
             raise ConfigError(f"workdir {workdir!r} holds a run started with a different config (differs at "
@@ -116,51 +172,6 @@ def prepare_workdir(workdir: str, config: Any, *, ignore: Iterable[str] = ()) ->
         return True
     write_json(path, current)
     return False
-
-
-def write_json(path: str, value: Any) -> None:
-    """Write JSON atomically (a temporary file renamed over `path`)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """Records of a JSON-lines file; a final line cut short by a crash is dropped, other bad lines raise."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        lines = f.read().split("\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # the last line has no newline: an interrupted write
-                break
-            raise ValueError(f"{path}:{number}: not a JSON record ({err})") from err
-    return records
-
-
-def append_jsonl(path: str, records: Sequence[dict]) -> None:
-    """Append records in one write, flushed and fsynced, so a crash loses at most a partial last line."""
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    with open(path, "a") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def rewrite_jsonl(path: str, records: Sequence[dict]) -> None:
-    """Replace a JSON-lines file atomically with `records`."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
 
 
 def config_from_file(spec: str) -> ml_collections.ConfigDict:

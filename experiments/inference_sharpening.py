@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import os
 import zlib
 
@@ -35,11 +34,12 @@ import tqdm
 
 from experiments import common, plots
 from experiments.configs import inference_sharpening as configs
-from sharpen_jax import rewards, sampling, scoring, sharding, tasks, tokenizer as tokenizers, weights
-from sharpen_jax.algorithms import best_of_n
-from sharpen_jax.config import TransformerConfig
-from sharpen_jax.model import init_params
+from experiments.models import LoadedModel, check_model_spec, load_model
+from sharpen_jax import rollouts, sampling, sharding, tasks
+from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json
+from sharpen_jax.selection import best_of_n, rewards, verifiers
 from sharpen_jax.stopping import StopSpec
+from sharpen_jax.tokenizer import pad_batch
 
 RESULTS, SUMMARY, SUMMARY_MD = "results.jsonl", "summary.json", "summary.md"
 RUN_CONTROL_KEYS = ("progress", "max_batches")  # may change between a run and its resumption
@@ -55,25 +55,19 @@ class Unit:
     indices: tuple[int, ...]
 
 
-@dataclasses.dataclass
-class LoadedModel:
-    """A model spec with its config, parameters (placed on the mesh if any) and tokenizer."""
-
-    spec: str
-    config: TransformerConfig
-    params: dict
-    tokenizer: tokenizers.Tokenizer
-
-
 def validate(config) -> dict[str, tasks.Task]:
     """Check the whole config before any model is loaded or sampled; returns the task objects."""
     template = configs.task_entry(1, 0, 1)
     common.check_keys(config, configs.defaults(), each={"config.tasks": template}, free=("config.tasks.*.options",))
     if not config.models:
         raise common.ConfigError("config.models is empty; give at least one model")
-    unknown = [r for r in config.rewards if r not in rewards.NAMES]
-    if unknown or not config.rewards:
-        raise common.ConfigError(f"config.rewards has unknown reward(s) {unknown}; valid: {list(rewards.NAMES)}")
+    if not config.rewards:
+        raise common.ConfigError(f"config.rewards is empty; give at least one of {list(rewards.NAMES)}")
+    for i, name in enumerate(config.rewards):
+        try:
+            rewards.check_reward_name(name, where=f"config.rewards[{i}]")
+        except ValueError as err:
+            raise common.ConfigError(str(err)) from None
     bad_ns = [n for n in config.ns if not 1 <= n <= config.num_samples]
     if bad_ns or not config.ns:
         raise common.ConfigError(f"config.ns={tuple(config.ns)} must be in [1, num_samples={config.num_samples}]")
@@ -81,15 +75,10 @@ def validate(config) -> dict[str, tasks.Task]:
         raise common.ConfigError("config.tasks is empty; give at least one task")
     if config.dtype not in ("", "float32", "bfloat16", "float16"):
         raise common.ConfigError(f"config.dtype={config.dtype!r}; expected '', 'float32', 'bfloat16' or 'float16'")
-    specs = [*config.models, config.reward_model, config.tokenizer]
-    for spec in filter(None, specs):
-        if spec.startswith("random:"):
-            if not spec[len("random:"):].isdigit():
-                raise common.ConfigError(f"model {spec!r}: expected 'random:SEED' with an integer seed")
-            if not config.tokenizer:
-                raise common.ConfigError(f"model {spec!r} has no tokenizer of its own; set config.tokenizer")
-        else:
-            weights.resolve(spec)
+    for where, spec in [*((f"config.models[{i}]", m) for i, m in enumerate(config.models)),
+                        ("config.reward_model", config.reward_model)]:
+        if spec:
+            check_model_spec(spec, config.tokenizer, where=where)
     task_objects = {}
     for name, entry in config.tasks.items():
         task = tasks.get(name, data_dir=config.data_dir or None, **entry.options.to_dict())
@@ -112,24 +101,10 @@ def plan(config) -> list[Unit]:
     return units
 
 
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(spec: str) -> tokenizers.Tokenizer:
-    """tokenizer.load, once per spec per process (reading a GGUF's vocabulary takes seconds)."""
-    return tokenizers.load(spec)
-
-
-def load_model(spec: str, config, mesh) -> LoadedModel:
-    """Weights and tokenizer of a model spec ("random:SEED" builds config.random_model at random)."""
-    if spec.startswith("random:"):
-        tok = load_tokenizer(config.tokenizer)
-        model_config = TransformerConfig(vocab_size=tok.vocab_size, **config.random_model.to_dict())
-        params = init_params(model_config, jax.random.key(int(spec.split(":")[1])))
-    else:
-        model_config, params = weights.load(spec, dtype=config.dtype or None, mesh=mesh)
-        tok = load_tokenizer(config.tokenizer or spec)
-    if mesh is not None:
-        params = jax.device_put(params, sharding.param_shardings(params, mesh, decode=True))
-    return LoadedModel(spec, model_config, params, tok)
+def load_spec(spec: str, config, mesh) -> LoadedModel:
+    """`experiments.models.load_model` with this config's tokenizer, toy-model shape and dtype."""
+    return load_model(spec, tokenizer_spec=config.tokenizer, random_shape=config.random_model.to_dict(),
+                      dtype=config.dtype, mesh=mesh)
 
 
 def unit_rng(config, unit: Unit) -> jax.Array:
@@ -141,23 +116,13 @@ def unit_rng(config, unit: Unit) -> jax.Array:
 
 
 def rescore(ref: LoadedModel, prompt_tokens, out: sampling.SampleOutput, batch_size: int) -> np.ndarray:
-    """Per-token log-probs of the sampled completions under the reward model, float32[B, N, M]."""
-    b, n, m = out.tokens.shape
-    rows = [(i, j) for i in range(b) for j in range(n)]
+    """Per-token log-probs of the sampled completions under the reward model, float32[B, N, M]
+    (`rollouts.rescore`, prompts left-padded to a multiple of 64 tokens so few shapes compile)."""
     width = -(-max(len(p) for p in prompt_tokens) // 64) * 64
-    logprobs = np.zeros((b, n, m), np.float32)
-    for start in range(0, len(rows), batch_size):
-        group = rows[start:start + batch_size]
-        group = group + [group[0]] * (batch_size - len(group))
-        prompts = tokenizers.pad_batch([prompt_tokens[i] for i, _ in group], ref.tokenizer.pad_id, "left", width)
-        completion_BC = np.stack([out.tokens[i, j] for i, j in group])
-        valid_BC = np.arange(m)[None, :] < np.array([out.lengths[i, j] for i, j in group])[:, None]
-        scores = scoring.score_completions(ref.params, ref.config, prompts.tokens, prompts.valid, completion_BC,
-                                           valid_BC)
-        token_logprobs = np.asarray(scores.token_logprobs)
-        for row, (i, j) in enumerate(group[:len(rows[start:start + batch_size])]):
-            logprobs[i, j] = token_logprobs[row]
-    return logprobs
+    prompts = pad_batch(prompt_tokens, ref.tokenizer.pad_id, "left", width)
+    valid_BNM = np.arange(out.tokens.shape[-1]) < out.lengths[..., None]
+    return rollouts.rescore(ref.params, ref.config, prompts.tokens, prompts.valid, out.tokens, valid_BNM,
+                            batch_size=batch_size)
 
 
 def run_unit(config, unit: Unit, task, stop: StopSpec, policy: LoadedModel, ref: LoadedModel, reward_fns, mesh,
@@ -235,39 +200,39 @@ def run(config, workdir: str) -> dict | None:
     common.prepare_workdir(workdir, config, ignore=RUN_CONTROL_KEYS)
     path = os.path.join(workdir, RESULTS)
     units = plan(config)
-    done, kept = finished_units(common.read_jsonl(path), units)
-    common.rewrite_jsonl(path, kept)
+    done, kept = finished_units(read_jsonl(path), units)
+    rewrite_jsonl(path, kept)
     todo = [u for u in units if u not in done]
     budget = config.max_batches or len(todo)
     mesh = sharding.make_mesh(data=-1, model=config.model_parallel) if config.shard else None
     bar = tqdm.tqdm(total=sum(len(u.indices) for u in todo), desc="prompts", unit="prompt", disable=not config.progress)
-    reference = load_model(config.reward_model, config, mesh) if config.reward_model and todo else None
+    reference = load_spec(config.reward_model, config, mesh) if config.reward_model and todo else None
     for model in config.models:
         mine = [u for u in todo[:budget] if u.model == model]
         if not mine:
             continue
-        policy = load_model(model, config, mesh)
+        policy = load_spec(model, config, mesh)
         ref = reference or policy
-        if ref.tokenizer.backend.get_vocab() != policy.tokenizer.backend.get_vocab():
+        if ref.tokenizer.token_bytes() != policy.tokenizer.token_bytes():
             raise common.ConfigError(f"reward model {config.reward_model!r} has a different vocabulary from {model!r}; "
                                      f"rescoring needs both to share a tokenizer")
         reward_fns = {name: rewards.BUILTIN[name] for name in ("log_likelihood", *config.rewards) if name != "verifier"}
         if "verifier" in config.rewards:
-            reward_fns["verifier"] = rewards.make_verifier_reward(
+            reward_fns["verifier"] = verifiers.make_verifier_reward(
                 ref.params, ref.config, ref.tokenizer, template=config.verifier_template,
                 batch_size=config.score_batch_size, progress=config.progress)
         stops = {name: StopSpec.from_tokenizer(policy.tokenizer, task.stop) for name, task in task_objects.items()}
         for unit in mine:
             bar.set_description(f"{os.path.basename(model)}")
-            common.append_jsonl(path, run_unit(config, unit, task_objects[unit.task], stops[unit.task], policy, ref,
+            append_jsonl(path, run_unit(config, unit, task_objects[unit.task], stops[unit.task], policy, ref,
                                                reward_fns, mesh, bar))
             bar.update(len(unit.indices))
     bar.close()
     if budget < len(todo):
         print(f"stopped after max_batches={config.max_batches} batches; run the same command again to resume")
         return None
-    summary = summarize(common.read_jsonl(path), config)
-    common.write_json(os.path.join(workdir, SUMMARY), summary)
+    summary = summarize(read_jsonl(path), config)
+    write_json(os.path.join(workdir, SUMMARY), summary)
     with open(os.path.join(workdir, SUMMARY_MD), "w") as f:
         f.write(plots.markdown_tables(summary))
     figures = plots.make_figures(workdir)

@@ -27,8 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import common  # noqa: E402
-from sharpen_jax.algorithms import best_of_n  # noqa: E402
+from sharpen_jax.jsonl import read_jsonl  # noqa: E402
+from sharpen_jax.selection import best_of_n  # noqa: E402
 
 REWARD_LABELS = {"log_likelihood": "log-likelihood", "length_normalized": "length-normalized",
                  "majority": "majority vote", "verifier": "verifier"}
@@ -167,7 +167,7 @@ def make_figures(workdir: str) -> list[str]:
     """Write every figure of a finished run into workdir/figures; returns the paths written."""
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
-    arrays = task_arrays(common.read_jsonl(os.path.join(workdir, "results.jsonl")))
+    arrays = task_arrays(read_jsonl(os.path.join(workdir, "results.jsonl")))
     out = os.path.join(workdir, "figures")
     os.makedirs(out, exist_ok=True)
     paths = []

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 import tqdm
 
+from sharpen_jax.jsonl import read_jsonl, rewrite_jsonl
+
 
 def _import_tensorboardx():
     """tensorboardX, imported without PyTorch.
@@ -39,14 +41,6 @@ def _to_float(value: Any) -> float:
     return float(np.asarray(value))
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """All records of a metrics JSONL file (an empty list when it does not exist)."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 class MetricsWriter:
     """Writes scalars to `workdir/metrics.jsonl` and TensorBoard events under `workdir/tensorboard`."""
 
@@ -54,9 +48,7 @@ class MetricsWriter:
                  progress: bool = True):
         os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-        kept = [r for r in read_jsonl(self.jsonl_path) if r.get("step", 0) <= resume_step]
-        with open(self.jsonl_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        rewrite_jsonl(self.jsonl_path, [r for r in read_jsonl(self.jsonl_path) if r.get("step", 0) <= resume_step])
         self._jsonl = open(self.jsonl_path, "a")
         self._tb = _import_tensorboardx().SummaryWriter(os.path.join(workdir, "tensorboard"))
         self._bar = tqdm.tqdm(total=total_steps, initial=resume_step, disable=not progress, dynamic_ncols=True,

@@ -261,7 +261,7 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
         encoded = pad_batch(group + [group[0]] * (batch - len(group)), pad_id, "left", width)
         tokens, valid = jnp.asarray(encoded.tokens), jnp.asarray(encoded.valid)
         if mesh is not None:
-            tokens, valid = (jax.device_put(x, sharding.batch_sharding(mesh, 2)) for x in (tokens, valid))
+            tokens, valid = (jax.device_put(x, sharding.batch_sharding(mesh)) for x in (tokens, valid))
         prompt_keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(start, start + batch))
         keys_R = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(num_samples)))(
             prompt_keys).reshape(-1)

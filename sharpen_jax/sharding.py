@@ -81,12 +81,14 @@ def param_shardings(params_or_shapes, mesh: Mesh, decode: bool = False):
         params_or_shapes)
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """Shard the leading (batch) axis over data x fsdp, replicate the rest."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, axes: tuple[str, ...] = BATCH_AXES) -> NamedSharding:
+    """The leading (batch) axis split over those of `axes` that the mesh has; every other axis replicated."""
+    present = tuple(a for a in axes if a in mesh.axis_names)
+    return NamedSharding(mesh, P(present if present else None))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device of `mesh` holds the whole array."""
     return NamedSharding(mesh, P())
 
 

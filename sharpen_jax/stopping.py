@@ -99,5 +99,10 @@ class StopSpec:
 
     def cut_text(self, text: str) -> tuple[str, bool]:
         """Text before the first stop string (and whether one was found)."""
-        cuts = [i for i in (text.find(s) for s in self.strings) if i >= 0]
-        return (text[: min(cuts)], True) if cuts else (text, False)
+        return cut_at_stop(text, self.strings)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    """(text before the earliest occurrence of any non-empty stop string, whether one occurs)."""
+    cuts = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)

@@ -8,6 +8,13 @@ import sys
 
 import pytest
 
+# Implicit rank promotion (e.g. [B] + [B, 1] -> [B, B]) hides shape bugs: an error in every test process
+# and in the subprocesses the tests start (they inherit the environment).
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+import jax  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 GOLDEN = os.path.join(REPO, "tests", "golden")
 SHARED_DATA = os.path.abspath(os.path.join(REPO, os.pardir, "shared", "data"))

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sharpen_jax import rewards
-from sharpen_jax.algorithms import best_of_n
+from sharpen_jax.selection import best_of_n, rewards
 
 
 def brute_force_accuracy(correct, scores_fn, n):

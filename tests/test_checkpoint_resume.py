@@ -2,8 +2,11 @@
 with parameters bitwise equal to an uninterrupted run (CPU).
 
 The fast test drives `train_loop` with a tabular policy, one SFT step on a dataset batch (data
-position) and one KL policy-gradient step on samples drawn from `state.rng` (the key) per update.
-The slow test does the same with the `sft_sharpening` experiment's smoke preset.
+position) and one KL policy-gradient step on samples drawn with a key derived from the step, per
+update. The slow test does the same with the `sft_sharpening` experiment's smoke preset. Both check
+that the second process resumed (it reports the update it started from and how many it ran, which
+must be the killed run's last checkpoint and the rest) rather than starting over, which would end
+bitwise equal too.
 """
 
 import json
@@ -18,18 +21,16 @@ import jax
 import numpy as np
 import pytest
 
-from sharpen_jax.checkpoint import Checkpointer
+from sharpen_jax.jsonl import read_jsonl
+from sharpen_jax.training import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DRIVER = textwrap.dedent("""
     import sys, time
     import jax, jax.numpy as jnp, numpy as np, optax
-    from sharpen_jax.algorithms.data import SFTDataset
-    from sharpen_jax.algorithms.loop import train_loop
-    from sharpen_jax.algorithms.policy_optimization import make_po_step
-    from sharpen_jax.algorithms.sft import make_sft_step
-    from sharpen_jax.algorithms.train_state import create_train_state
+    from sharpen_jax.methods import get_loss
+    from sharpen_jax.training import SFTDataset, create_train_state, train_loop
 
     workdir, num_steps, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     X, Y = 4, 5
@@ -41,22 +42,22 @@ DRIVER = textwrap.dedent("""
 
     base = {"logits": jax.random.normal(jax.random.key(0), (X, Y))}
     tx = optax.adam(optax.linear_schedule(0.05, 0.0, num_steps))
-    sft_step, po_step = make_sft_step(logprob_fn, tx), make_po_step(logprob_fn, tx, loss="kl_pg", beta=0.5)
+    sft_step = get_loss("sft").make_step(logprob_fn, tx)
+    po_step = get_loss("kl_pg").make_step(logprob_fn, tx, hyperparameters={"beta": 0.5, "group_size": 4})
     rng = np.random.default_rng(1)
     dataset = SFTDataset({"x": rng.integers(0, X, 37).astype(np.int32), "y": rng.integers(0, Y, 37).astype(np.int32)})
 
     def update(state, step):
-        state, _ = sft_step(state, dataset.batch(step, 8, seed=3))
-        key, next_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+        state, _ = sft_step(state, None, dataset.batch(step, 8, seed=3))
         x = jnp.repeat(jnp.arange(X), 4)
-        y = jax.random.categorical(key, state.params["logits"][x])
-        batch = {"seqs": {"x": x, "y": y}, "reward": jax.nn.log_softmax(base["logits"], -1)[x, y], "group_size": 4}
+        y = jax.random.categorical(jax.random.fold_in(jax.random.key(2), step), state.params["logits"][x])
+        batch = {"seqs": {"x": x, "y": y}, "reward": jax.nn.log_softmax(base["logits"], -1)[x, y]}
         time.sleep(delay)
-        return po_step(state, base, batch, next_key)
+        return po_step(state, base, batch)
 
-    train_loop(create_train_state(base, tx, jax.random.key(2)), update, workdir=workdir, num_steps=num_steps,
-               save_every=7, progress=False)
-    print("FINISHED")
+    run = train_loop(create_train_state(base, tx), update, workdir=workdir, num_steps=num_steps,
+                     save_every=7, progress=False)
+    print("FINISHED", run.start_step, run.num_updates, run.resumed)
 """)
 
 
@@ -90,7 +91,7 @@ def _kill_after_checkpoint(proc, workdir, timeout=600):
 
 def _final_params(workdir, target):
     with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
-        return ckpt.latest_step(), ckpt.restore(target)[0]
+        return ckpt.latest_step(), target.with_saved(ckpt.restore(target.saved())[0])
 
 
 def _assert_bitwise_equal(a, b):
@@ -105,16 +106,24 @@ def test_sigkill_and_restart_gives_bitwise_equal_parameters(tmp_path):
     reached = _kill_after_checkpoint(victim, killed)
     assert 7 <= reached < num_steps and victim.returncode == -signal.SIGKILL
     with Checkpointer(os.path.join(killed, "checkpoints")) as ckpt:
-        assert ckpt.latest_step() is not None and ckpt.latest_step() < num_steps
+        saved_at_kill = ckpt.latest_step()
+    assert saved_at_kill is not None and 7 <= saved_at_kill < num_steps
     resumed = _launch(["-c", DRIVER, killed, str(num_steps), "0"])
-    for proc in (reference, resumed):
+    outputs = {}
+    for name, proc in (("reference", reference), ("resumed", resumed)):
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0 and "FINISHED" in out, err[-3000:]
+        outputs[name] = out.split("FINISHED")[1].split()
+    # The second process resumed at the killed run's last checkpoint and ran only the remaining updates.
+    assert outputs["reference"] == ["0", str(num_steps), "False"]
+    assert outputs["resumed"] == [str(saved_at_kill), str(num_steps - saved_at_kill), "True"]
+    assert read_jsonl(os.path.join(killed, "invocations.jsonl")) == [
+        {"start_step": saved_at_kill, "updates": num_steps - saved_at_kill, "resumed": True, "num_steps": num_steps}]
 
     import optax
-    from sharpen_jax.algorithms.train_state import create_train_state
+    from sharpen_jax.training import create_train_state
     tx = optax.adam(optax.linear_schedule(0.05, 0.0, num_steps))
-    target = create_train_state({"logits": np.zeros((4, 5), np.float32)}, tx, jax.random.key(0))
+    target = create_train_state({"logits": np.zeros((4, 5), np.float32)}, tx)
     step_full, state_full = _final_params(full, target)
     step_resumed, state_resumed = _final_params(killed, target)
     assert step_full == step_resumed == num_steps
@@ -135,10 +144,14 @@ def test_sft_experiment_killed_and_resumed_matches_uninterrupted(tmp_path):
     reference = _launch(command(full), fast_compile)
     victim = _launch(command(killed), fast_compile)
     _kill_after_checkpoint(victim, killed)
+    with Checkpointer(os.path.join(killed, "checkpoints")) as ckpt:
+        saved_at_kill = ckpt.latest_step()
     resumed = _launch(command(killed), fast_compile)
     for proc in (reference, resumed):
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
+    assert read_jsonl(os.path.join(killed, "invocations.jsonl")) == [
+        {"start_step": saved_at_kill, "updates": 40 - saved_at_kill, "resumed": True, "num_steps": 40}]
 
     def latest_arrays(workdir):
         with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:

@@ -15,7 +15,9 @@ import pytest
 
 from experiments import common, inference_sharpening as experiment, plots
 from experiments.configs import inference_sharpening as configs
-from sharpen_jax import rewards, sampling, weights
+from sharpen_jax import sampling
+from sharpen_jax.jsonl import read_jsonl
+from sharpen_jax.selection import rewards
 from conftest import REPO
 
 CONFIG_FILE = os.path.join(REPO, "experiments", "configs", "inference_sharpening.py")
@@ -36,7 +38,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_writes_results_summary_and_figures(smoke_run):
     workdir, summary = smoke_run
     config = smoke_config()
-    records = common.read_jsonl(os.path.join(workdir, experiment.RESULTS))
+    records = read_jsonl(os.path.join(workdir, experiment.RESULTS))
     assert len(records) == len(config.models) * sum(e.num_prompts for e in config.tasks.values())
     for record in records:
         assert len(record["samples"]) == config.num_samples
@@ -66,7 +68,7 @@ def test_smoke_writes_results_summary_and_figures(smoke_run):
 
 def test_stored_rewards_recompute_from_the_records(smoke_run):
     workdir, _ = smoke_run
-    arrays = plots.task_arrays(common.read_jsonl(os.path.join(workdir, experiment.RESULTS)))
+    arrays = plots.task_arrays(read_jsonl(os.path.join(workdir, experiment.RESULTS)))
     for a in arrays.values():
         majority = rewards.majority_scores(rewards.answer_ids(a.answers), a.rewards["log_likelihood"])
         np.testing.assert_allclose(a.rewards["majority"], majority)
@@ -78,16 +80,16 @@ def test_interrupted_run_resumes_to_the_same_results_and_summary(smoke_run, tmp_
     workdir = str(tmp_path / "resumed")
     assert experiment.run(smoke_config(max_batches=4), workdir) is None  # stops after 4 of 6 batches
     path = os.path.join(workdir, experiment.RESULTS)
-    partial = common.read_jsonl(path)
-    assert 0 < len(partial) < len(common.read_jsonl(os.path.join(full_dir, experiment.RESULTS)))
+    partial = read_jsonl(path)
+    assert 0 < len(partial) < len(read_jsonl(os.path.join(full_dir, experiment.RESULTS)))
     # Crash debris: the first record of the next batch, then a line cut off mid-write.
-    full_records = common.read_jsonl(os.path.join(full_dir, experiment.RESULTS))
+    full_records = read_jsonl(os.path.join(full_dir, experiment.RESULTS))
     with open(path, "a") as f:
         f.write(json.dumps(full_records[len(partial)]) + "\n" + json.dumps(full_records[0])[:50])
     assert not os.path.exists(os.path.join(workdir, experiment.SUMMARY))
     summary = experiment.run(smoke_config(max_batches=0), workdir)
     assert summary == full_summary
-    assert common.read_jsonl(path) == full_records
+    assert read_jsonl(path) == full_records
 
 
 def test_resume_with_a_different_config_is_refused(smoke_run):
@@ -136,9 +138,9 @@ def test_unknown_config_key_names_the_key_and_the_valid_ones(tmp_path, no_sampli
 
 
 def test_missing_model_path_fails_before_sampling(tmp_path, no_sampling):
-    with pytest.raises(weights.WeightsError, match="/no/such/model"):
+    with pytest.raises(common.ConfigError, match=r"config\.models\[0\]: .*/no/such/model"):
         experiment.run(smoke_config(models=("/no/such/model",)), str(tmp_path / "w"))
-    with pytest.raises(weights.WeightsError, match="/no/such/reference"):
+    with pytest.raises(common.ConfigError, match=r"config\.reward_model: .*/no/such/reference"):
         experiment.run(smoke_config(reward_model="/no/such/reference"), str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w")
 
@@ -202,13 +204,13 @@ def test_cli_killed_mid_run_resumes_to_the_same_summary(smoke_run, tmp_path):
                                start_new_session=True)
     results = os.path.join(workdir, experiment.RESULTS)
     deadline = time.time() + 600
-    while time.time() < deadline and not (os.path.exists(results) and common.read_jsonl(results)):
+    while time.time() < deadline and not (os.path.exists(results) and read_jsonl(results)):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    done = len(common.read_jsonl(results))
+    done = len(read_jsonl(results))
     assert 0 < done < 12, f"the run was not interrupted mid-way ({done} records)"
     subprocess.run(_cli(workdir)[0], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
     with open(os.path.join(workdir, experiment.SUMMARY)) as f:
         assert json.load(f) == full_summary
-    assert common.read_jsonl(results) == common.read_jsonl(os.path.join(full_dir, experiment.RESULTS))
+    assert read_jsonl(results) == read_jsonl(os.path.join(full_dir, experiment.RESULTS))

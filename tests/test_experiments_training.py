@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sharpen_jax.metrics import read_jsonl
+from sharpen_jax.jsonl import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The smoke runs are compile-bound on CPU; LLVM's optimizations are not worth their compile time here.

@@ -1,32 +1,32 @@
 """LoRA adapters: zero-initialized adapters leave the model unchanged, the unmerged path equals the
 merged kernels, and an SFT step trains only the adapters."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from sharpen_jax.algorithms import lora
-from sharpen_jax.algorithms.policies import make_policy, pack_sequences
-from sharpen_jax.algorithms.sft import make_sft_step
-from sharpen_jax.algorithms.train_state import create_train_state
+from sharpen_jax.methods import get_loss
+from sharpen_jax.testing import random_params
+from sharpen_jax.training import create_train_state, lora
+from sharpen_jax.training.policies import make_policy, pack_token_lists
 from sharpen_jax.config import TransformerConfig
-from sharpen_jax.model import param_shapes
 
 CONFIG = TransformerConfig.tiny()
 
 
 def _random_params(seed=0, scale=0.1):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.normal(0, scale, s.shape), s.dtype), param_shapes(CONFIG))
+    return random_params(CONFIG, seed, scale=scale, unit_norms=False)
 
 
 def _seqs(seed=0, b=4, t=12):
     rng = np.random.default_rng(seed)
     prompts = [rng.integers(1, 97, rng.integers(2, 5)).tolist() for _ in range(b)]
     completions = [rng.integers(1, 97, rng.integers(1, 7)).tolist() for _ in range(b)]
-    return {k: jnp.asarray(v) for k, v in pack_sequences(prompts, completions, t).items()}
+    return {k: jnp.asarray(v) for k, v in pack_token_lists(prompts, completions, completion_length=t - 4,
+                                                             prompt_length=4).items()}
 
 
 def _random_adapters(base, rank=4, seed=1):
@@ -63,16 +63,16 @@ def test_sft_step_trains_only_the_adapters():
     policy_fn, _ = make_policy(CONFIG, lora_rank=2, lora_alpha=4.0)
     adapters = lora.init_lora(base, 2, jax.random.key(3), targets=("q_proj", "v_proj", "down_proj"))
     tx = optax.adam(0.2)
-    state = create_train_state(adapters, tx, jax.random.key(0), frozen=base)
-    step = make_sft_step(policy_fn, tx)
+    state = create_train_state(adapters, tx, frozen=base)
+    step = get_loss("sft").make_step(policy_fn, tx)
     batch = {"seqs": _seqs(2)}
     losses = []
     for _ in range(6):
-        state, metrics = step(state, batch)
+        state, metrics = step(state, None, batch)
         losses.append(float(metrics["loss"]))
     assert np.all(np.diff(losses) < 0) and losses[-1] < losses[0] - 0.05
-    jax.tree.map(np.testing.assert_array_equal, state.frozen, base_copy)
-    assert jax.tree.structure(state.opt_state[0].mu) == jax.tree.structure(adapters)
+    chex.assert_trees_all_equal(state.frozen, base_copy)
+    chex.assert_trees_all_equal_structs(state.opt_state[0].mu, adapters)
     assert sorted(state.params["layers"]["attn"]) == ["q_proj", "v_proj"]
     assert float(jnp.abs(state.params["layers"]["mlp"]["down_proj"]["lora_b"]).max()) > 0
 

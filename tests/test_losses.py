@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharpen_jax.algorithms import losses
+from sharpen_jax.training import losses
 
 
 def _random_pairs(seed, n=16):

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sharpen_jax.algorithms.loop import train_loop
-from sharpen_jax.algorithms.sft import make_sft_step
-from sharpen_jax.algorithms.train_state import create_train_state
-from sharpen_jax.metrics import MetricsWriter, _import_tensorboardx, read_jsonl
+from sharpen_jax.jsonl import read_jsonl
+from sharpen_jax.methods import get_loss
+from sharpen_jax.metrics import MetricsWriter, _import_tensorboardx
+from sharpen_jax.training import create_train_state, train_loop
 
 
 def read_tensorboard_scalars(workdir):
@@ -64,17 +64,17 @@ def _tabular_logprob_fn(params, seqs):
 def test_train_loop_writes_loss_tokens_per_second_and_eval_to_both_sinks(tmp_path):
     workdir = str(tmp_path)
     tx = optax.sgd(0.5)
-    step_fn = make_sft_step(_tabular_logprob_fn, tx)
+    sft_step = get_loss("sft").make_step(_tabular_logprob_fn, tx)
     batch = {"seqs": {"x": np.zeros(8, np.int32), "y": np.arange(8, dtype=np.int32) % 2}}
 
     def update(state, step):
-        state, metrics = step_fn(state, batch)
+        state, metrics = sft_step(state, None, batch)
         return state, {**metrics, "num_tokens": 8.0}
 
     def eval_fn(state):
         return {"p_first": jax.nn.softmax(state.params["logits"][0])[0]}
 
-    init = create_train_state({"logits": jnp.asarray([[2.0, 0.0, 0.0]])}, tx, jax.random.key(0))
+    init = create_train_state({"logits": jnp.asarray([[2.0, 0.0, 0.0]])}, tx)
     train_loop(init, update, workdir=workdir, num_steps=4, save_every=2, log_every=2, eval_every=2,
                eval_fn=eval_fn, progress=False)
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharpen_jax import rewards
+from sharpen_jax.selection import rewards, verifiers
+from sharpen_jax.testing import CharTokenizer
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.model import forward, init_params
 from sharpen_jax.scoring import positions_from_valid
@@ -80,41 +81,31 @@ def test_build_rejects_mismatched_shapes():
         rewards.RewardInputs.build(["p"], ["q"], [["a"]], np.zeros((1, 3)), [[1]], [["1"]])
 
 
-class CharTokenizer:
-    """One token per character (ids 1..95 for printable ASCII); ' Yes'/' No' are single extra ids."""
-
-    pad_id = 0
-    words = {" Yes": 96, " No": 97}
-
-    def encode(self, text, add_bos=None):
-        if text in self.words:
-            return [self.words[text]]
-        return [min(max(ord(ch) - 31, 1), 95) for ch in text]
-
-
 def test_verifier_reward_equals_unbatched_forward_pass():
-    config = TransformerConfig.tiny(vocab_size=98, max_seq_len=512)
+    tok = CharTokenizer(words=(" Yes", " No"))
+    config = TransformerConfig.tiny(vocab_size=tok.vocab_size, max_seq_len=512)
     params = init_params(config, jax.random.key(0))
-    tok = CharTokenizer()
+    yes, no = tok.encode(" Yes")[0], tok.encode(" No")[0]
     completions = [[" 12", " 13 because", " x"], [" true", " The answer is false.", " ?"], [" 1", " 22", " 333"]]
     inputs = make_inputs([["12", "13", None], ["True", "False", None], ["1", "22", "333"]], np.zeros((3, 3, 1)),
                          completions=completions)
-    scores = rewards.make_verifier_reward(params, config, tok, batch_size=6)(inputs)  # 2 prompts per call
+    scores = verifiers.make_verifier_reward(params, config, tok, batch_size=6)(inputs)  # 2 prompts per call
     # Reference: one plain forward pass over each whole verification text (left-padded into one batch).
-    texts = [rewards.VERIFIER_TEMPLATE.format(question=f"question {i}", completion=completions[i][j])
+    texts = [verifiers.VERIFIER_TEMPLATE.format(question=f"question {i}", completion=completions[i][j])
              for i in range(3) for j in range(3)]
     batch = pad_batch([tok.encode(t) for t in texts], 0, "left")
     logits = forward(params, config, jnp.asarray(batch.tokens), positions_from_valid(jnp.asarray(batch.valid)),
                      jnp.asarray(batch.valid))[0][:, -1]
     logprobs = jax.nn.log_softmax(logits, axis=-1)
-    np.testing.assert_allclose(scores.reshape(-1), logprobs[:, 96] - logprobs[:, 97], atol=1e-4)
+    np.testing.assert_allclose(scores.reshape(-1), logprobs[:, yes] - logprobs[:, no], atol=1e-4)
     assert np.std(scores) > 0
 
 
 def test_verifier_rejects_bad_words_and_templates():
-    config = TransformerConfig.tiny(vocab_size=98)
+    tok = CharTokenizer(words=(" Yes", " No"))
+    config = TransformerConfig.tiny(vocab_size=tok.vocab_size)
     params = init_params(config, jax.random.key(0))
     with pytest.raises(ValueError, match="single tokens"):
-        rewards.make_verifier_reward(params, config, CharTokenizer(), yes="Yes!")
+        verifiers.make_verifier_reward(params, config, tok, yes="Yes!")
     with pytest.raises(ValueError, match="before"):
-        rewards.make_verifier_reward(params, config, CharTokenizer(), template="{completion} {question}")
+        verifiers.make_verifier_reward(params, config, tok, template="{completion} {question}")

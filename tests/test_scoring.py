@@ -86,7 +86,7 @@ params = jax.device_put(params, sharding.param_shardings(params, mesh))
 prompts = {PROMPTS!r} + [[1]]
 completions = {COMPLETIONS!r} + [[2]]
 p, c = pad_batch(prompts, 0, "left"), pad_batch(completions, 0, "right")
-args = [jax.device_put(x, sharding.batch_sharding(mesh, 2)) for x in (p.tokens, p.valid, c.tokens, c.valid)]
+args = [jax.device_put(x, sharding.batch_sharding(mesh)) for x in (p.tokens, p.valid, c.tokens, c.valid)]
 out = scoring.score_completions(params, cfg, *args)
 spec = params["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec
 print(json.dumps({{"sum": np.asarray(out.sum_logprob).tolist(), "spec": str(spec)}}))

@@ -8,10 +8,21 @@ import numpy as np
 import optax
 import pytest
 
-from sharpen_jax.algorithms.policy_optimization import make_po_step
-from sharpen_jax.algorithms.train_state import create_train_state
+from sharpen_jax.methods import get_loss
+from sharpen_jax.training import create_train_state
 
 X, Y = 3, 6
+
+
+def make_po_step(logprob_fn, tx, *, loss, **kwargs):
+    """The registered policy-optimization `loss` through the one train step; of the keyword arguments,
+    those the loss entry takes are its hyperparameters, beta/alpha/group_size it does not take are
+    dropped, and the rest go to the step."""
+    entry = get_loss(loss)
+    names = ("beta", "alpha", "group_size")
+    hyperparameters = {k: v for k, v in kwargs.items() if k in entry.hyperparameters}
+    step_kwargs = {k: v for k, v in kwargs.items() if k not in names}
+    return entry.make_step(logprob_fn, tx, hyperparameters=hyperparameters, **step_kwargs)
 
 
 def tabular_logprob_fn(params, seqs):
@@ -47,13 +58,12 @@ def _pairs(key, logits_a, logits_b, base_logp, n):
 def _train_pairs(loss, beta, steps, alpha=0.0, on_policy_a=False, lr=0.05):
     base, base_logp = _base()
     tx = optax.adam(optax.linear_schedule(lr, lr * 0.05, steps))
-    state = create_train_state(base, tx, jax.random.key(0))
+    state = create_train_state(base, tx)
     step = make_po_step(tabular_logprob_fn, tx, loss=loss, beta=beta, alpha=alpha)
-    for _ in range(steps):
-        key, rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+    for t in range(steps):
         logits_a = state.params["logits"] if on_policy_a else base["logits"]
-        batch = _pairs(key, logits_a, base["logits"], base_logp, 256)
-        state, metrics = step(state, base, batch, rng)
+        batch = _pairs(jax.random.fold_in(jax.random.key(0), t), logits_a, base["logits"], base_logp, 256)
+        state, metrics = step(state, base, batch)
     assert bool(metrics["finite"])
     return jax.nn.softmax(state.params["logits"], -1), base_logp, state
 
@@ -90,15 +100,14 @@ def test_kl_policy_gradient_converges_to_sharpened_policy():
     beta, groups, k, steps = 1.0, 96, 8, 400
     base, base_logp = _base()
     tx = optax.adam(optax.linear_schedule(0.05, 0.0, steps))
-    state = create_train_state(base, tx, jax.random.key(1))
-    step = make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=beta, grad_accum_steps=2)
-    for _ in range(steps):
-        key, rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-        kx, ky = jax.random.split(key)
+    state = create_train_state(base, tx)
+    step = make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=beta, group_size=k, grad_accum_steps=2)
+    for t in range(steps):
+        kx, ky = jax.random.split(jax.random.fold_in(jax.random.key(1), t))
         x = jnp.repeat(jax.random.randint(kx, (groups,), 0, X), k)
         y = jax.random.categorical(ky, state.params["logits"][x])
-        batch = {"seqs": {"x": x, "y": y}, "reward": base_logp[x, y], "group_size": k}
-        state, metrics = step(state, base, batch, rng)
+        batch = {"seqs": {"x": x, "y": y}, "reward": base_logp[x, y]}
+        state, metrics = step(state, base, batch)
     policy = jax.nn.softmax(state.params["logits"], -1)
     assert total_variation(policy, sharpened(base_logp, beta)) < 0.02
     # The KL estimate is on policy samples: it must be near the exact KL(pi || pi_base).
@@ -109,32 +118,32 @@ def test_kl_policy_gradient_converges_to_sharpened_policy():
 def test_reference_is_separate_and_untouched():
     base, base_logp = _base()
     tx = optax.sgd(0.5)
-    state = create_train_state(base, tx, jax.random.key(0))
+    state = create_train_state(base, tx)
     step = make_po_step(tabular_logprob_fn, tx, loss="reward_dpo", beta=1.0)
     batch = _pairs(jax.random.key(3), base["logits"], base["logits"], base_logp, 64)
-    state, metrics = step(state, base, batch, jax.random.key(4))
+    state, metrics = step(state, base, batch)
     # At pi = pi_base the log-ratios vanish, so the first loss is the mean squared reward gap.
     gap = batch["reward_a"] - batch["reward_b"]
     np.testing.assert_allclose(metrics["loss"], jnp.mean(gap**2), rtol=1e-5)
     np.testing.assert_array_equal(base["logits"], _base()[0]["logits"])
     assert float(jnp.abs(state.params["logits"] - base["logits"]).max()) > 0
-    np.testing.assert_array_equal(state.rng, jax.random.key_data(jax.random.key(4)))
+    assert int(state.step) == 1  # the update was applied and counted
 
 
 def test_bad_po_batches_are_rejected_by_name():
     base, _ = _base()
     tx = optax.sgd(0.1)
-    state = create_train_state(base, tx, jax.random.key(0))
+    state = create_train_state(base, tx)
     with pytest.raises(ValueError, match="loss='ppo'"):
         make_po_step(tabular_logprob_fn, tx, loss="ppo", beta=1.0)
     with pytest.raises(ValueError, match="beta"):
         make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=0.0)
-    pg = make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=1.0)
-    seqs = {"x": jnp.zeros(6, jnp.int32), "y": jnp.zeros(6, jnp.int32)}
     with pytest.raises(ValueError, match="group_size"):
-        pg(state, base, {"seqs": seqs, "reward": jnp.zeros(6)}, jax.random.key(0))
+        make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=1.0)
+    pg = make_po_step(tabular_logprob_fn, tx, loss="kl_pg", beta=1.0, group_size=4)
+    seqs = {"x": jnp.zeros(6, jnp.int32), "y": jnp.zeros(6, jnp.int32)}
     with pytest.raises(ValueError, match="multiple of 4"):
-        pg(state, base, {"seqs": seqs, "reward": jnp.zeros(6), "group_size": 4}, jax.random.key(0))
+        pg(state, base, {"seqs": seqs, "reward": jnp.zeros(6)})
     dpo = make_po_step(tabular_logprob_fn, tx, loss="reward_dpo", beta=1.0)
     with pytest.raises(ValueError, match="reward_b"):
-        dpo(state, base, {"a": seqs, "b": seqs, "reward_a": jnp.zeros(6)}, jax.random.key(0))
+        dpo(state, base, {"a": seqs, "b": seqs, "reward_a": jnp.zeros(6)})

@@ -9,9 +9,8 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import NamedSharding, PartitionSpec as P
     from sharpen_jax import sharding
-    from sharpen_jax.algorithms.policy_optimization import make_po_step
-    from sharpen_jax.algorithms.sft import make_sft_step
-    from sharpen_jax.algorithms.train_state import create_train_state, train_state_sharding
+    from sharpen_jax.methods import get_loss
+    from sharpen_jax.training.train_state import create_train_state, train_state_sharding
 
     X, Y = 8, 8
     def logprob_fn(params, seqs):
@@ -26,20 +25,21 @@ SCRIPT = textwrap.dedent("""
                  "weight": rng.uniform(0.5, 1.5, 32).astype(np.float32)}
     x = np.repeat(np.arange(X), 4).astype(np.int32)
     pg_batch = {"seqs": {"x": x, "y": rng.integers(0, Y, 32).astype(np.int32)},
-                "reward": rng.normal(size=32).astype(np.float32), "group_size": 4}
+                "reward": rng.normal(size=32).astype(np.float32)}
 
     def train(mesh):
-        state = create_train_state(base, tx, jax.random.key(1))
+        state = create_train_state(base, tx)
         kwargs, ref = {}, {}
         if mesh is not None:
             shardings = train_state_sharding(state, mesh, {"logits": NamedSharding(mesh, P("fsdp", "model"))})
             state = jax.device_put(state, shardings)
             kwargs, ref = dict(mesh=mesh, state_sharding=shardings), dict(ref_sharding=shardings.params)
-        sft = make_sft_step(logprob_fn, tx, grad_accum_steps=2, **kwargs)
-        pg = make_po_step(logprob_fn, tx, loss="kl_pg", beta=0.5, grad_accum_steps=2, **kwargs, **ref)
+        sft = get_loss("sft").make_step(logprob_fn, tx, grad_accum_steps=2, **kwargs, **ref)
+        pg = get_loss("kl_pg").make_step(logprob_fn, tx, hyperparameters={"beta": 0.5, "group_size": 4},
+                                         grad_accum_steps=2, **kwargs, **ref)
         for i in range(3):
-            state, m1 = sft(state, sft_batch)
-            state, m2 = pg(state, base, pg_batch, jax.random.key(i))
+            state, m1 = sft(state, base, sft_batch)
+            state, m2 = pg(state, base, pg_batch)
         return state, m1, m2
 
     mesh = sharding.make_mesh(data=2, fsdp=2, model=2)

@@ -6,17 +6,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharpen_jax.algorithms.policies import make_transformer_logprob_fn, pack_sequences
 from sharpen_jax.config import TransformerConfig
-from sharpen_jax.model import param_shapes
 from sharpen_jax.scoring import score_completions
+from sharpen_jax.testing import random_params
+from sharpen_jax.training.policies import completion_rows, make_transformer_logprob_fn, pack_token_lists
 
 CONFIG = TransformerConfig.tiny()
 
 
 def _params(seed=0):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.1, s.shape), s.dtype), param_shapes(CONFIG))
+    return random_params(CONFIG, seed, scale=0.1, unit_norms=False)
+
+
+def pack(prompts, completions, length):
+    """Rows prompt ++ completion of `length` tokens: prompts padded to the longest, completions to the rest."""
+    width = max(map(len, prompts))
+    return {k: jnp.asarray(v) for k, v in pack_token_lists(prompts, completions, prompt_length=width,
+                                                             completion_length=length - width).items()}
 
 
 PROMPTS = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
@@ -26,7 +32,7 @@ COMPLETIONS = [[20, 21, 22], [30], [40, 41]]
 def test_logprob_matches_the_scorer():
     params = _params()
     logprob_fn = jax.jit(make_transformer_logprob_fn(CONFIG, chunk_size=4))
-    logp, ntok = logprob_fn(params, {k: jnp.asarray(v) for k, v in pack_sequences(PROMPTS, COMPLETIONS, 10).items()})
+    logp, ntok = logprob_fn(params, pack(PROMPTS, COMPLETIONS, 10))
     p_len, c_len = max(map(len, PROMPTS)), max(map(len, COMPLETIONS))
     prompt = np.zeros((3, p_len), np.int32)
     prompt_valid = np.zeros((3, p_len), bool)
@@ -43,8 +49,7 @@ def test_logprob_matches_the_scorer():
 def test_padding_contributes_nothing_to_value_or_gradient():
     params = _params(1)
     logprob_fn = make_transformer_logprob_fn(CONFIG)
-    short = {k: jnp.asarray(v) for k, v in pack_sequences(PROMPTS, COMPLETIONS, 8).items()}
-    long = {k: jnp.asarray(v) for k, v in pack_sequences(PROMPTS, COMPLETIONS, 16).items()}
+    short, long = pack(PROMPTS, COMPLETIONS, 7), pack(PROMPTS, COMPLETIONS, 16)
     garbage = dict(long, tokens=jnp.where(long["valid"], long["tokens"], 77))  # other ids on padding
     np.testing.assert_allclose(jax.jit(logprob_fn)(params, short)[0], jax.jit(logprob_fn)(params, long)[0],
                                rtol=1e-6)
@@ -58,10 +63,13 @@ def test_padding_contributes_nothing_to_value_or_gradient():
     assert float(jnp.abs(grad_long["embed"]["embedding"]).max()) > 0
 
 
-def test_pack_sequences_rejects_bad_rows():
+def test_row_packing_rejects_bad_rows():
     with pytest.raises(ValueError, match="empty"):
-        pack_sequences([], [], 8)
+        pack_token_lists([], [], completion_length=8)
     with pytest.raises(ValueError, match="prompt 1 has 8 tokens"):
-        pack_sequences([[1], list(range(8))], [[2], [3]], 8)
-    packed = pack_sequences([[1, 2]], [[3, 4, 5, 6]], 4)
+        pack_token_lists([[1], list(range(8))], [[2], [3]], prompt_length=4, completion_length=4)
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        completion_rows(np.zeros((1, 2), np.int32), np.zeros((1, 2), bool), np.ones((1, 2), np.int32),
+                        np.ones((1, 2), bool))
+    packed = pack_token_lists([[1, 2]], [[3, 4, 5, 6]], completion_length=2)
     np.testing.assert_array_equal(packed["target"], [[False, False, True, True]])

@@ -33,7 +33,8 @@ import os
 import ml_collections
 
 from experiments import common
-from sharpen_jax.rewards import VERIFIER_TEMPLATE
+from experiments.models import RANDOM_SHAPE
+from sharpen_jax.selection.verifiers import VERIFIER_TEMPLATE
 
 
 def task_entry(num_prompts: int, num_shots: int, max_new_tokens: int, **options) -> ml_collections.ConfigDict:
@@ -51,10 +52,8 @@ def defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.models = ("smollm2-135m-instruct",)  # short names, HF checkpoint dirs, .gguf files, or "random:SEED"
     c.reward_model = ""  # score self-rewards under this model; "" = under each sampling model itself
-    c.tokenizer = ""  # "" = the (first) model's own; required for "random:SEED" models
-    c.random_model = ml_collections.ConfigDict({  # shape of "random:SEED" models (vocab = the tokenizer's)
-        "dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "head_dim": 8, "hidden_dim": 64,
-        "max_seq_len": 2048})
+    c.tokenizer = ""  # "" = each model's own; "char" or a model spec; required for "random:SEED" models
+    c.random_model = ml_collections.ConfigDict(RANDOM_SHAPE)  # shape of "random:SEED" models (vocab: the tokenizer's)
     c.dtype = ""  # "" = as loaded; "bfloat16" or "float32" overrides compute and parameter dtype
     c.data_dir = ""  # "" = $SHARPEN_JAX_DATA_DIR, then <repo>/../shared/data
     c.split = "test"

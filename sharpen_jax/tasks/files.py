@@ -10,11 +10,12 @@ its files or in its own sub-folder (``gsm8k/``, ``math500/``, ``game24/``, ...),
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from sharpen_jax.jsonl import read_numbered_jsonl
 
 DATA_DIR_ENV = "SHARPEN_JAX_DATA_DIR"
 PROJECT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -84,32 +85,19 @@ def read_jsonl(
 ) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each JSON object of a JSONL file, checked for `required` strings.
 
-    Blank lines are skipped; a malformed line raises TaskDataError with its 1-based line number.
+    Reading follows `sharpen_jax.jsonl.read_numbered_jsonl` (blank lines skipped, a bad line is a
+    TaskDataError naming path:line); a row lacking a required string field is one too.
     """
     path = check_file(path, "JSONL")
     required = tuple(required)
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TaskDataError(
-                    f"{path}:{line_number}: malformed JSON ({error.msg} at column {error.colno})"
-                ) from None
-            if not isinstance(row, dict):
-                raise TaskDataError(
-                    f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}"
-                )
-            missing = [key for key in required if not isinstance(row.get(key), str)]
-            if missing:
-                raise TaskDataError(
-                    f"{path}:{line_number}: expected string field(s) {missing}; "
-                    f"the line has keys {sorted(row)}"
-                )
-            rows.append((line_number, row))
+    rows = read_numbered_jsonl(path, missing_ok=False, error=TaskDataError)
+    for line_number, row in rows:
+        missing = [key for key in required if not isinstance(row.get(key), str)]
+        if missing:
+            raise TaskDataError(
+                f"{path}:{line_number}: expected string field(s) {missing}; "
+                f"the line has keys {sorted(row)}"
+            )
     return rows
 
 

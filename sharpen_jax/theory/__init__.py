@@ -5,8 +5,8 @@ Modules:
     policies        enumerable policy classes: tabular, autoregressive over V^H, linear softmax
     families        problems with known answers (spiked tabular, bit-agreement linear softmax, greedy threshold)
     sampling        samplers with explicit keys, best-of-N, the adaptive sample-size rule
-    sft_sharpening  SFT-Sharpening trained with `sharpen_jax.algorithms.sft.make_sft_step`
-    rlhf_sharpening reward-DPO and XPO trained with `sharpen_jax.algorithms.policy_optimization.make_po_step`
+    sft_sharpening  SFT-Sharpening trained with the "sft" loss of `sharpen_jax.methods`
+    rlhf_sharpening reward-DPO and XPO trained with their `sharpen_jax.methods` loss entries
     sweeps          empirical sample complexity over seeds, the C_cov and separation sweeps
     validation      direct optimization, greedy and best-of-N scans, the notebooks' size flag
 """

@@ -7,7 +7,7 @@ Each class exposes the same surface, so the exact quantities of `exact.py`, the 
 project's training steps work on all of them:
 
     logprobs_XY(params)          the full table log pi(y|x), exact (enumeration or closed form)
-    logprob_fn(params, seqs)     the policy contract of `sharpen_jax.algorithms`:
+    logprob_fn(params, seqs)     the policy contract of `sharpen_jax.training`:
                                  -> (logp_B float32[B], num_tokens_B float32[B])
     seqs(x_B, y_B)               policy inputs for prompts x_B and response ids y_B
 

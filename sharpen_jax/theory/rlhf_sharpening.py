@@ -1,4 +1,4 @@
-"""RLHF-Sharpening simulated exactly (reward-based DPO and XPO), trained with the project's `po_step`.
+"""RLHF-Sharpening simulated exactly (reward-based DPO and XPO), trained with the project's train step.
 
 Both methods target pi*_beta ∝ pi_base^(1 + 1/beta), the maximizer of E_pi[log pi_base] - beta KL(pi || pi_base)
 (Huang et al., 2024, Sec. 4.2), and fit it by the squared loss of the paper's Eq. 4 on pairs (a, b):
@@ -11,7 +11,7 @@ term alpha log pi(b). Its guarantee depends on the class's sequential extrapolat
 C_cov, so on the linear-softmax separation family its sample complexity should not grow with C_cov.
 
 Each round draws `pairs_per_round` prompts and pairs (2 samples each, all counted), appends them to
-a buffer, and takes `steps_per_round` updates of `sharpen_jax.algorithms.policy_optimization.make_po_step`
+a buffer, and takes `steps_per_round` updates of the registered loss's train step (`sharpen_jax.methods`)
 on minibatches drawn from the whole buffer (the paper's argmin over all data so far). After every
 round pi_t(y*(x)|x) is computed exactly. Everything is one compiled function vmapped over seeds,
 compiled with `SIMULATION_COMPILER_OPTIONS` (see `sft_sharpening.py`).
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sharpen_jax.algorithms.policy_optimization import make_po_step
-from sharpen_jax.algorithms.train_state import create_train_state
+from sharpen_jax.methods import get_loss
+from sharpen_jax.training.train_state import create_train_state
 from sharpen_jax.theory import exact
 from sharpen_jax.theory.families import SharpeningProblem
 from sharpen_jax.theory.sampling import sample_prompts, sample_responses
@@ -74,13 +74,15 @@ class RlhfConfig:
 
 def _rlhf_one_seed(policy, config: RlhfConfig, key, base_params, prompt_probs_X):
     tx = optax.adam(config.learning_rate)
-    po_step = make_po_step(policy.logprob_fn, tx, loss=config.loss, beta=config.beta, alpha=config.alpha)
+    entry = get_loss(config.loss)
+    hyperparameters = {k: v for k, v in (("beta", config.beta), ("alpha", config.alpha)) if k in entry.hyperparameters}
+    po_step = entry.make_step(policy.logprob_fn, tx, hyperparameters=hyperparameters)
     base_logp_XY = policy.logprobs_XY(base_params)
     y_star_X = jnp.argmax(base_logp_XY, axis=-1)
     eval_seqs = policy.seqs(jnp.arange(policy.num_prompts), y_star_X)
     size = config.num_rounds * config.pairs_per_round
     empty = jnp.zeros(size, jnp.int32)
-    k_init, k_rounds = jax.random.split(key)
+    _, k_rounds = jax.random.split(key)
 
     def one_round(carry, inputs):
         state, buffer = carry
@@ -95,19 +97,19 @@ def _rlhf_one_seed(policy, config: RlhfConfig, key, base_params, prompt_probs_X)
         filled = start + config.pairs_per_round
 
         def one_step(state, step_key):
-            k_idx, k_rng = jax.random.split(step_key)
+            k_idx, _ = jax.random.split(step_key)
             idx_M = jax.random.randint(k_idx, (config.batch_size,), 0, filled)
             x_M, a_M, b_M = buffer["x"][idx_M], buffer["a"][idx_M], buffer["b"][idx_M]
             batch = {"a": policy.seqs(x_M, a_M), "b": policy.seqs(x_M, b_M),
                      "reward_a": base_logp_XY[x_M, a_M], "reward_b": base_logp_XY[x_M, b_M]}
-            state, metrics = po_step(state, base_params, batch, k_rng)
+            state, metrics = po_step(state, base_params, batch)
             return state, (metrics["loss"], metrics["finite"])
 
         state, (loss_K, finite_K) = jax.lax.scan(one_step, state, jax.random.split(k_steps, config.steps_per_round))
         target_X = jnp.exp(policy.logprob_fn(state.params, eval_seqs)[0])
         return (state, buffer), (target_X, loss_K[-1], jnp.all(finite_K))
 
-    init = (create_train_state(base_params, tx, k_init), {"x": empty, "a": empty, "b": empty})
+    init = (create_train_state(base_params, tx), {"x": empty, "a": empty, "b": empty})
     rounds = (jnp.arange(config.num_rounds), jax.random.split(k_rounds, config.num_rounds))
     (state, _), (target_RX, loss_R, finite_R) = jax.lax.scan(one_round, init, rounds)
     return {"target_probs_RX": target_RX, "final_loss_R": loss_R, "final_params": state.params,

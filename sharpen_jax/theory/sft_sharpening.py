@@ -6,7 +6,7 @@ pi_hat = argmax_{pi in Pi} sum_i log pi(y_i^BoN|x_i). The guarantee: with
 n ~ log(|Pi|/rho)/(delta eps) and N ~ C_cov log(1/delta)/eps, pi_hat is (eps, delta)-sharpened.
 
 Here the maximum likelihood fit is `num_steps` full-batch updates of
-`sharpen_jax.algorithms.sft.make_sft_step` (Adam, cosine-decayed learning rate) from pi_base, and
+the "sft" loss of `sharpen_jax.methods` through `training.make_train_step` (Adam, cosine-decayed learning rate) from pi_base, and
 pi_hat(y*(x)|x) is then computed exactly for every prompt. One compiled function covers a grid of
 prompt counts n (a 0/1 `weight` over the first n of n_max prompts) and of sample sizes N (best-of-N
 on one shared stream of samples), is vmapped over seeds, and over stacked base policies of the
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sharpen_jax.algorithms.sft import make_sft_step
-from sharpen_jax.algorithms.train_state import create_train_state
+from sharpen_jax.methods import get_loss
+from sharpen_jax.training.train_state import create_train_state
 from sharpen_jax.theory import exact
 from sharpen_jax.theory.families import SharpeningProblem
 from sharpen_jax.theory.sampling import best_of_n_along_grid, sample_prompts
@@ -76,8 +76,8 @@ def _optimizer(config: SftConfig) -> optax.GradientTransformation:
 
 def _sft_one_seed(policy, config: SftConfig, key, base_params, prompt_probs_X):
     tx = _optimizer(config)
-    sft_step = make_sft_step(policy.logprob_fn, tx)
-    k_prompt, k_sample, k_train = jax.random.split(key, 3)
+    sft_step = get_loss("sft").make_step(policy.logprob_fn, tx)
+    k_prompt, k_sample, _ = jax.random.split(key, 3)
     n_max = max(config.prompt_counts)
     x_n = sample_prompts(k_prompt, prompt_probs_X, n_max)
     base_logp_XY = policy.logprobs_XY(base_params)
@@ -89,10 +89,10 @@ def _sft_one_seed(policy, config: SftConfig, key, base_params, prompt_probs_X):
         batch = {"seqs": policy.seqs(x_n, y_n), "weight": weight_n}
 
         def body(state, _):
-            state, metrics = sft_step(state, batch)
+            state, metrics = sft_step(state, None, batch)
             return state, (metrics["loss"], metrics["finite"])
 
-        state, (loss_T, finite_T) = jax.lax.scan(body, create_train_state(base_params, tx, k_train), None,
+        state, (loss_T, finite_T) = jax.lax.scan(body, create_train_state(base_params, tx), None,
                                                  length=config.num_steps)
         return jnp.exp(policy.logprob_fn(state.params, eval_seqs)[0]), loss_T[-1], jnp.all(finite_T)
 

@@ -14,9 +14,10 @@ Sharpening Mechanism", Section 3:
 * `length_normalized`:  r(x, y) = log pi_ref(y | x) / |y|
 * `majority`:           r(x, y) = #{j : answer(y_j) = answer(y)} over the N completions of x, ties
                         broken by log-likelihood (a completion without an answer gets count 0)
-* `make_verifier_reward`: the model is asked whether the completion answers the question
-  correctly and the score is log P("Yes") - log P("No") at the next token, from one forward pass
-  (the "multiple-choice" verification of Song et al. (2024), "Mind the Gap").
+* `verifier` (built by `selection.verifiers.make_verifier_reward`, since it needs a model): the
+  model is asked whether the completion answers the question correctly and the score is
+  log P("Yes") - log P("No") at the next token, from one forward pass (the "multiple-choice"
+  verification of Song et al. (2024), "Mind the Gap").
 
 The majority reward depends on which other completions are present (`Reward.subset_dependent`);
 best-of-N estimators recompute it on each subset (`RewardInputs.take`).
@@ -25,20 +26,9 @@ best-of-N estimators recompute it on each subset (`RewardInputs.take`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-from sharpen_jax.config import TransformerConfig
-from sharpen_jax.model import fork_cache, forward_hidden, init_cache, unembed
-from sharpen_jax.scoring import positions_from_valid
-from sharpen_jax.tokenizer import pad_batch
-
-VERIFIER_TEMPLATE = ("Question: {question}\nProposed answer:{completion}\n\n"
-                     "Is the proposed answer correct? Reply Yes or No.\nReply:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,94 +159,22 @@ LOG_LIKELIHOOD = Reward("log_likelihood", sequence_log_likelihood)
 LENGTH_NORMALIZED = Reward("length_normalized", length_normalized_log_likelihood)
 MAJORITY = Reward("majority", majority_vote, subset_dependent=True)
 BUILTIN = {r.name: r for r in (LOG_LIKELIHOOD, LENGTH_NORMALIZED, MAJORITY)}
-NAMES = (*BUILTIN, "verifier")
+MODEL_REWARDS = ("verifier",)  # rewards that run a model; built by `selection.verifiers`
+NAMES = (*BUILTIN, *MODEL_REWARDS)
+RENAMED = {"logp": "log_likelihood", "mean_logp": "length_normalized"}  # names used before, now errors
 
 
-@functools.partial(jax.jit, static_argnames=("config", "num_samples"))
-def _yes_no_logprobs(params, config: TransformerConfig, prefix_BP, prefix_valid_BP, suffix_RS, suffix_len_R,
-                     yes_no_ids, num_samples: int):
-    """log P(Yes), log P(No) after prefix_b ++ suffix_r for the N = num_samples suffixes of each prefix: [R, 2].
-
-    Prefixes (left-padded) run once into a KV cache that is shared by N rows (R = B * N rows, row
-    b * N + j; `model.fork_cache`); the right-padded suffixes then run on top of it, and the next-token distribution
-    is read after each suffix's last real token.
-    """
-    b, p = prefix_BP.shape
-    s = suffix_RS.shape[1]
-    cache = init_cache(config, b, p)
-    _, cache = forward_hidden(params, config, prefix_BP, positions_from_valid(prefix_valid_BP), prefix_valid_BP, cache)
-    cache = fork_cache(config, cache, num_samples, s)
-    start_R = jnp.repeat(prefix_valid_BP.sum(axis=1), num_samples)
-    positions_RS = start_R[:, None] + jnp.arange(s)[None, :]
-    valid_RS = jnp.arange(s)[None, :] < suffix_len_R[:, None]
-    hidden_RSD, _ = forward_hidden(params, config, suffix_RS, positions_RS, valid_RS, cache)
-    last_R1D = jnp.take_along_axis(hidden_RSD, (suffix_len_R - 1)[:, None, None], axis=1)
-    logprobs_RV = jax.nn.log_softmax(unembed(params, config, last_R1D)[:, 0], axis=-1)
-    return jnp.take(logprobs_RV, yes_no_ids, axis=-1)
+def check_reward_name(name: str, *, where: str = "reward", allowed: Sequence[str] = NAMES) -> str:
+    """`name` if it is one of `allowed`; otherwise a ValueError naming `where`, the valid names, and the
+    current name of a renamed reward."""
+    if name in allowed:
+        return name
+    hint = f" (renamed to {RENAMED[name]!r})" if RENAMED.get(name) in allowed else ""
+    raise ValueError(f"{where}={name!r} is not a reward{hint}; valid: {list(allowed)}")
 
 
-def split_template(template: str) -> tuple[str, str]:
-    """(prefix, suffix) of a verifier template around "{completion}"; the question must be in the prefix."""
-    if template.count("{completion}") != 1 or template.count("{question}") != 1:
-        raise ValueError(f"verifier template must hold {{question}} and {{completion}} once each: {template!r}")
-    prefix, suffix = template.split("{completion}")
-    if "{question}" not in prefix:
-        raise ValueError(f"verifier template must put {{question}} before {{completion}}: {template!r}")
-    return prefix, "{completion}" + suffix
+def builtin_reward(name: str) -> Reward:
+    """The model-free reward `name` (log_likelihood, length_normalized, majority); others are an error."""
+    return BUILTIN[check_reward_name(name, allowed=tuple(BUILTIN))]
 
 
-def verifier_tokens(inputs: RewardInputs, tokenizer, template: str = VERIFIER_TEMPLATE
-                    ) -> tuple[list[list[int]], list[list[list[int]]]]:
-    """Token ids of each prompt's verifier prefix [B] and of each completion's suffix [B][N].
-
-    The verifier reads tokens(prefix(question)) ++ tokens(suffix(completion)), the two parts
-    tokenized separately at the completion boundary (as the completion was sampled after the prompt).
-    """
-    prefix, suffix = split_template(template)
-    b, n = inputs.shape
-    prefixes = [tokenizer.encode(prefix.format(question=inputs.questions[i])) for i in range(b)]
-    suffixes = [[tokenizer.encode(suffix.format(completion=inputs.completions[i, j]), add_bos=False)
-                 for j in range(n)] for i in range(b)]
-    return prefixes, suffixes
-
-
-def make_verifier_reward(params, config: TransformerConfig, tokenizer, *, template: str = VERIFIER_TEMPLATE,
-                         yes: str = " Yes", no: str = " No", batch_size: int = 32, progress: bool = False) -> Reward:
-    """Reward log P(yes | v) - log P(no | v), v = template(question, completion), one forward pass each.
-
-    `yes` / `no` must each encode to a single token. The question part of v is run once per prompt
-    and shared by its N completions through the KV cache; about `batch_size` rows run per call,
-    with prefix and suffix widths padded to multiples of 32 and 16 tokens so few shapes compile.
-    """
-    split_template(template)
-    ids = [tokenizer.encode(word, add_bos=False) for word in (yes, no)]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(f"verifier words {yes!r} and {no!r} must be single tokens; they encode to {ids}")
-    yes_no_ids = jnp.asarray([ids[0][0], ids[1][0]], jnp.int32)
-
-    def verifier(inputs: RewardInputs) -> np.ndarray:
-        """log P(yes) - log P(no) for every completion, float64[B, N]."""
-        b, n = inputs.shape
-        prefixes, suffixes = verifier_tokens(inputs, tokenizer, template)
-        per_call = max(1, batch_size // n)
-        scores_BN = np.zeros((b, n), np.float64)
-        starts = range(0, b, per_call)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="verifier", unit="batch", leave=False)
-        for start in starts:
-            rows = list(range(start, min(start + per_call, b)))
-            group = rows + [rows[0]] * (per_call - len(rows))
-            prefix = pad_batch([prefixes[i] for i in group], tokenizer.pad_id, "left",
-                               -(-max(len(prefixes[i]) for i in group) // 32) * 32)
-            flat = [suffixes[i][j] for i in group for j in range(n)]
-            suffix = pad_batch(flat, tokenizer.pad_id, "right", -(-max(len(t) for t in flat) // 16) * 16)
-            logprobs_R2 = np.asarray(_yes_no_logprobs(
-                params, config, jnp.asarray(prefix.tokens), jnp.asarray(prefix.valid), jnp.asarray(suffix.tokens),
-                jnp.asarray(suffix.lengths, jnp.int32), yes_no_ids, n), np.float64)
-            margin_BN = (logprobs_R2[:, 0] - logprobs_R2[:, 1]).reshape(per_call, n)
-            scores_BN[rows] = margin_BN[:len(rows)]
-        return scores_BN
-
-    return Reward("verifier", verifier)

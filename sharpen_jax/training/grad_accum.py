@@ -1,4 +1,4 @@
-"""Gradient accumulation over micro-batches and the jit/sharding wrapper shared by the train steps.
+"""Gradient accumulation over micro-batches, and the batch checks of the training step.
 
 Losses here have the form sum_i numerator_i / sum_i denominator_i with a parameter-independent
 denominator (see `losses.py`). Accumulating `denominator_m * grad(loss_m)` over micro-batches m
@@ -12,9 +12,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from sharpen_jax.algorithms.train_state import TrainState
 
 LossFn = Callable[[Any, Any], tuple[jax.Array, dict]]
 
@@ -70,25 +67,6 @@ def accumulate_gradients(loss_fn: LossFn, params: Any, batch: Any, num_micro: in
     grads = jax.tree.map(lambda g: g / safe, grad_sum)
     metrics = {k: (v if k == "denominator" else v / safe) for k, v in metric_sum.items()}
     return grads, metrics
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    """Every device holds the whole array."""
-    return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh, batch_axes: tuple[str, ...] = ("data", "fsdp")) -> NamedSharding:
-    """Leading (batch) axis split over those of `batch_axes` that the mesh has; the rest replicated."""
-    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-    return NamedSharding(mesh, P(axes if axes else None))
-
-
-def core_sharding(state_sharding: TrainState | None, mesh: Mesh) -> tuple[Any, Any]:
-    """(sharding of the state without `frozen`, sharding of `frozen`); replicated when not given."""
-    if state_sharding is None:
-        return replicated(mesh), replicated(mesh)
-    frozen = state_sharding.frozen if state_sharding.frozen is not None else replicated(mesh)
-    return state_sharding.replace(frozen=None), frozen
 
 
 def check_batch_rows(batch: Any, name: str, divisor: int) -> int:

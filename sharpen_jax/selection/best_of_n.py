@@ -23,6 +23,7 @@ import itertools
 import math
 from typing import Callable, Mapping, Sequence
 
+import jax
 import numpy as np
 from scipy.special import gammaln
 
@@ -32,6 +33,16 @@ SubsetScores = Callable[[np.ndarray], np.ndarray]  # index int[B, K, n] -> score
 def select(scores_BN: np.ndarray) -> np.ndarray:
     """Index of the best completion per prompt (argmax, ties to the lowest index), int[B]."""
     return np.argmax(np.asarray(scores_BN), axis=-1)
+
+
+def take_best(samples_BN, scores_BN: np.ndarray):
+    """The best-of-N entry of each prompt from a pytree of arrays with leading axes [B, N] (see `select`)."""
+    scores_BN = np.asarray(scores_BN)
+    if scores_BN.ndim != 2:
+        raise ValueError(f"scores_BN must be [prompts, N], got shape {scores_BN.shape}")
+    best_B = select(scores_BN)
+    rows_B = np.arange(scores_BN.shape[0])
+    return jax.tree.map(lambda x: np.asarray(x)[rows_B, best_B], samples_BN)
 
 
 def beats_counts(scores_BN: np.ndarray) -> np.ndarray:

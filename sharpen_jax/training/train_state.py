@@ -1,4 +1,4 @@
-"""Training state shared by the SFT and policy-optimization loops, and the policy contract.
+"""Training state shared by every training step, and the policy contract.
 
 A *policy* is a pure function
 
@@ -6,13 +6,14 @@ A *policy* is a pure function
 
 giving the sequence log-likelihood log pi(y|x) of each sequence of a batch side `seqs` (a dict of
 arrays with leading axis B) and the number of scored tokens. The tabular policies of the theory
-package and the transformer of `sharpen_jax.algorithms.policies` both have this shape, so the
+package and the transformer of `sharpen_jax.training.policies` both have this shape, so the
 same step functions train both.
 
-The state holds the trainable parameters, the optimizer state, the step counter and the PRNG key
-of the run. Parameters that the policy reads but never trains (the base weights under LoRA) live
-in `frozen`: the steps differentiate with respect to `params` only, never donate `frozen`, and
-give the policy `policy_params(params, frozen)`.
+The state holds the trainable parameters, the optimizer state and the step counter. Parameters
+that the policy reads but never trains (the base weights under LoRA) live in `frozen`: the step
+differentiates with respect to `params` only, never donates `frozen`, and gives the loss
+`policy_params(params, frozen)`. Randomness is not state: a batch source derives the key of update
+t from the run's seed and t (`jax.random.fold_in`), so a resumed run draws the same batches.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sharpen_jax.sharding import replicated
+
 LogprobFn = Callable[[Any, dict], tuple[jax.Array, jax.Array]]
 
 
@@ -33,37 +36,33 @@ class TrainState(flax.struct.PyTreeNode):
     step: int32 scalar, number of optimizer updates applied.
     params: trainable pytree.
     opt_state: optax state of `params`.
-    rng: PRNG key of the run, consumed by the loop to draw data and advanced by it.
     frozen: non-trainable pytree the policy also reads (LoRA base weights), or None.
     """
 
     step: jax.Array
     params: Any
     opt_state: Any
-    rng: jax.Array
     frozen: Any = None
 
+    def saved(self) -> dict:
+        """The part of the state a checkpoint holds: everything but `frozen` (reloaded from the model)."""
+        return {"step": self.step, "params": self.params, "opt_state": self.opt_state}
 
-def create_train_state(params: Any, tx: optax.GradientTransformation, rng: jax.Array, *,
-                       frozen: Any = None) -> TrainState:
-    """A fresh state at step 0: a copy of `params`, `tx.init` for the optimizer, `rng` as the run's key.
+    def with_saved(self, tree: dict) -> TrainState:
+        """This state with the arrays of a checkpoint tree (as written by `saved`) put back."""
+        return self.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
 
-    The steps donate the state's buffers, so the state owns a copy: the caller's `params` stay valid
+
+def create_train_state(params: Any, tx: optax.GradientTransformation, *, frozen: Any = None) -> TrainState:
+    """A fresh state at step 0: a copy of `params` and `tx.init` for the optimizer.
+
+    The step donates the state's buffers, so the state owns a copy: the caller's `params` stay valid
     (e.g. as the frozen reference of policy optimization). `frozen` is shared, never donated.
     """
     if not jax.tree.leaves(params):
         raise ValueError("create_train_state: `params` has no arrays; nothing would train")
     params = jax.tree.map(jnp.copy, params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=raw_key(rng), frozen=frozen)
-
-
-def raw_key(rng: jax.Array) -> jax.Array:
-    """The uint32 key data of `rng` (typed keys are unwrapped), the form kept in the state and saved."""
-    rng = jnp.asarray(rng)
-    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(rng)
-    return rng
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), frozen=frozen)
 
 
 def policy_params(params: Any, frozen: Any) -> Any:
@@ -102,12 +101,11 @@ def train_state_sharding(state: TrainState, mesh: jax.sharding.Mesh, param_shard
     """Shardings of every leaf of `state` given those of its parameters.
 
     Optimizer-state subtrees shaped like `params` (Adam's moments) take `param_sharding`; every
-    other optimizer leaf (counters), the step and the key are replicated.
+    other optimizer leaf (counters) and the step are replicated.
     """
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    rep = replicated(mesh)
     params_def = jax.tree.structure(state.params)
-    like_params = lambda x: jax.tree.structure(x) == params_def
-    opt_sharding = jax.tree.map(lambda x: param_sharding if like_params(x) else replicated,
+    like_params = lambda x: jax.tree.structure(x) == params_def  # noqa: E731
+    opt_sharding = jax.tree.map(lambda x: param_sharding if like_params(x) else rep,
                                 state.opt_state, is_leaf=like_params)
-    return TrainState(step=replicated, params=param_sharding, opt_state=opt_sharding, rng=replicated,
-                      frozen=frozen_sharding)
+    return TrainState(step=rep, params=param_sharding, opt_state=opt_sharding, frozen=frozen_sharding)
