@@ -3,7 +3,7 @@
 An experiment module defines `run(config, workdir)` and ends with
 
     if __name__ == "__main__":
-        common.main(run)
+        common.main(run, configs)
 
 which gives it the command line `python -m experiments.<name> --config=FILE:PRESET --workdir DIR`
 (the config file is an ml_collections config file whose `get_config(preset)` builds the config;
@@ -12,26 +12,21 @@ which gives it the command line `python -m experiments.<name> --config=FILE:PRES
 Every config file has the same idiom: `defaults()` (every valid key), one function per preset,
 `PRESETS` and `get_config(preset)`. Configs are checked against `defaults()` before any work starts:
 an unknown key is an error naming the key and the valid ones (`check_keys`), and values are checked
-with `check_int` / `check_float` / `check_choice`, whose errors name the key. A workdir remembers the
-config it was started with (`config.json`); resuming with a config that differs in a key that
-changes results is an error naming the differing keys (`prepare_workdir`).
+with `check_int` / `check_float` / `check_choice`, whose errors name the key. Workdirs (the run's
+identity, resumption, the lock) are `experiments.workdir`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib.util
-import json
 import math
 import os
 import sys
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
-from sharpen_jax.jsonl import read_json, write_json
-
-CONFIG_FILE = "config.json"
 
 
 class ConfigError(ValueError):
@@ -140,40 +135,6 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def _differences(old: Any, new: Any, path: str) -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{path}.{key}")
-        return out
-    return [] if old == new else [path]
-
-
-def prepare_workdir(workdir: str, config: Any, *, ignore: Iterable[str] = ()) -> bool:
-    """Create `workdir` and record the config; True when it already held a run with this config.
-
-    `ignore` names top-level keys that do not change results (progress bars, how much work one
-    invocation does); they may differ between a run and its resumption.
-    """
-    if not workdir:
-        raise ConfigError("workdir is empty; pass --workdir DIR")
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError(f"workdir {workdir!r} exists and is not a directory")
-    os.makedirs(workdir, exist_ok=True)
-    ignore = set(ignore)
-    current = {k: v for k, v in to_plain(config).items() if k not in ignore}
-    path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
-        previous = read_json(path, error=ConfigError)
-        differing = _differences(previous, json.loads(json.dumps(current)), "config")
-        if differing:
-            raise ConfigError(f"workdir {workdir!r} holds a run started with a different config (differs at "
-                              f"{differing}); resume with the same config or use a new workdir")
-        return True
-    write_json(path, current)
-    return False
-
-
 def config_from_file(spec: str) -> ml_collections.ConfigDict:
     """The config that `--config=FILE[:PRESET]` names: FILE's get_config(PRESET)."""
     path, _, preset = spec.partition(":")
@@ -202,20 +163,87 @@ def check_overrides(argv: Sequence[str]) -> None:
             node, path = node[key], f"{path}.{key}"
 
 
-def main(run: Callable[[ml_collections.ConfigDict, str], Any]) -> None:
-    """absl entry point: parses --config=FILE:PRESET (and --config.key=value) and --workdir, calls run."""
-    from absl import app, flags
+VERBOSE_ENV = "SHARPEN_JAX_VERBOSE"
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds experiments/
+
+
+def resolve_config_path(spec: str) -> str:
+    """`--config` value with FILE made absolute: as given when it exists, else relative to the directory
+    holding the installed `experiments` package (so `experiments/configs/X.py:cpu` works from anywhere)."""
+    path, sep, preset = spec.partition(":")
+    if not os.path.exists(path) and not os.path.isabs(path) and os.path.exists(os.path.join(PACKAGE_ROOT, path)):
+        path = os.path.join(PACKAGE_ROOT, path)
+    return path + sep + preset
+
+
+def usage(module_doc: str, configs: Any, name: str) -> str:
+    """The --help text: the command, what the experiment does, the flags, the presets, where keys are documented."""
+    config_file = os.path.relpath(configs.__file__, PACKAGE_ROOT)
+    presets = ", ".join(configs.PRESETS)
+    summary = (module_doc or "").strip().split("\n\n")[0]
+    return "\n".join([
+        f"usage: python -m {name} --config={config_file}:PRESET --workdir=DIR [--config.KEY=VALUE ...] [--verbose]",
+        "", summary, "",
+        "flags:",
+        f"  --config=FILE:PRESET   an ml_collections config file and one of its presets ({config_file}: {presets})",
+        "  --config.KEY=VALUE     override one entry of the config, e.g. --config.seed=1",
+        "  --workdir=DIR          where results, summaries, figures and checkpoints go; the same command resumes",
+        f"  --verbose              print the full traceback of an error (or set {VERBOSE_ENV}=1)",
+        "",
+        f"Every key is documented where defaults() in {config_file} sets it; an unknown key is an error.",
+    ])
+
+
+def _define_flags():
+    from absl import flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "ml_collections config file and preset: FILE:PRESET",
-                                    lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for results, summary and figures (resumes if it exists)")
-    flags.mark_flags_as_required(["config", "workdir"])
+    if "workdir" not in flags.FLAGS:
+        config_flags.DEFINE_config_file("config", None, "ml_collections config file and preset: FILE:PRESET",
+                                        lock_config=True)
+        flags.DEFINE_string("workdir", None, "directory for results, summary and figures (resumes if it exists)")
+    return flags
 
-    def _main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+
+def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any) -> None:
+    """The command line of an experiment module: parses --config=FILE:PRESET (and --config.KEY=VALUE) and
+    --workdir, then calls run(config, workdir).
+
+    `--help` prints `usage` and exits 0. A bad input (a ValueError, such as every ConfigError, or an
+    OSError) prints one line naming it and a hint, and exits with status 2; the traceback only with
+    --verbose or $SHARPEN_JAX_VERBOSE. An interrupt exits with status 130 (the same command resumes).
+    """
+    name = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = name.name if name is not None else "experiments"
+    module_doc = getattr(sys.modules.get("__main__"), "__doc__", "")
+    argv = [a for a in sys.argv if a != "--verbose"]
+    verbose = len(argv) != len(sys.argv) or bool(os.environ.get(VERBOSE_ENV))
+    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+        print(usage(module_doc, configs, name))
+        sys.exit(0)
+    argv = [f"--config={resolve_config_path(a.split('=', 1)[1])}" if a.startswith("--config=") else a for a in argv]
+    try:
+        flags = _define_flags()
+        if not any(a.startswith("--config=") for a in argv[1:]) or not any(
+                a.startswith("--workdir") for a in argv[1:]):
+            raise ConfigError("--config=FILE:PRESET and --workdir=DIR are required (see --help)")
+        check_overrides(argv)
+        try:
+            rest = flags.FLAGS(argv)
+        except flags.Error as err:
+            raise ConfigError(str(err)) from None
+        if len(rest) > 1:
+            raise ConfigError(f"unexpected positional arguments: {rest[1:]}")
         run(flags.FLAGS.config, flags.FLAGS.workdir)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError) as err:
+        if verbose:
+            import traceback
 
-    check_overrides(sys.argv)
-    app.run(_main)
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        if not verbose:
+            print(f"(for the traceback run again with --verbose or {VERBOSE_ENV}=1; the flags: --help)", file=sys.stderr)
+        sys.exit(2)

@@ -34,14 +34,15 @@ import tqdm
 
 from experiments import common, plots
 from experiments.configs import inference_sharpening as configs
-from experiments.models import LoadedModel, check_model_spec, load_model
+from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec, load_model
+from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
 from sharpen_jax import rollouts, sampling, sharding, tasks
 from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json
 from sharpen_jax.selection import best_of_n, rewards, verifiers
 from sharpen_jax.stopping import StopSpec
 from sharpen_jax.tokenizer import pad_batch
 
-RESULTS, SUMMARY, SUMMARY_MD = "results.jsonl", "summary.json", "summary.md"
+RESULTS, SUMMARY, SUMMARY_MD, INVOCATIONS = "results.jsonl", "summary.json", "summary.md", "invocations.jsonl"
 RUN_CONTROL_KEYS = ("progress", "max_batches")  # may change between a run and its resumption
 
 
@@ -73,21 +74,52 @@ def validate(config) -> dict[str, tasks.Task]:
         raise common.ConfigError(f"config.ns={tuple(config.ns)} must be in [1, num_samples={config.num_samples}]")
     if not config.tasks:
         raise common.ConfigError("config.tasks is empty; give at least one task")
-    if config.dtype not in ("", "float32", "bfloat16", "float16"):
-        raise common.ConfigError(f"config.dtype={config.dtype!r}; expected '', 'float32', 'bfloat16' or 'float16'")
+    common.check_choice(config, "dtype", ("", "float32", "bfloat16", "float16"))
+    common.check_int(config, "num_samples", 1)
+    common.check_float(config, "temperature", minimum=0.0)
+    common.check_int(config, "top_k", 0)
+    common.check_float(config, "top_p", minimum=0.0, maximum=1.0, strict_minimum=True)
+    for key in ("prompt_batch_size", "max_rows", "score_batch_size", "num_draws", "max_exact_subsets",
+                "model_parallel"):
+        common.check_int(config, key, 1)
+    common.check_int(config, "seed", 0)
+    common.check_int(config, "max_batches", 0)
+    for key in config.random_model:
+        common.check_int(config, f"random_model.{key}", 1)
+    if "verifier" in config.rewards:
+        try:
+            verifiers.split_template(config.verifier_template)
+        except ValueError as err:
+            raise common.ConfigError(f"config.verifier_template: {err}") from None
     for where, spec in [*((f"config.models[{i}]", m) for i, m in enumerate(config.models)),
                         ("config.reward_model", config.reward_model)]:
         if spec:
             check_model_spec(spec, config.tokenizer, where=where)
     task_objects = {}
     for name, entry in config.tasks.items():
-        task = tasks.get(name, data_dir=config.data_dir or None, **entry.options.to_dict())
-        available = len(task.examples(config.split))
+        common.check_int(config, f"tasks.{name}.num_shots", 0)
+        common.check_int(config, f"tasks.{name}.max_new_tokens", 1)
+        try:
+            task = tasks.get(name, data_dir=config.data_dir or None, **entry.options.to_dict())
+            available = len(task.examples(config.split))
+        except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
+            raise common.ConfigError(f"config.tasks.{name}: {err}") from None
         if not 1 <= entry.num_prompts <= available:
             raise common.ConfigError(f"config.tasks.{name}.num_prompts={entry.num_prompts}; the {config.split!r} "
                                      f"split of {name!r} has {available} examples")
         task_objects[name] = task
     return task_objects
+
+
+def identity(config, task_objects: dict[str, tasks.Task]) -> dict:
+    """The run's identity (`workdir.run_identity`): every model's fingerprint and every task's data."""
+    specs = [*config.models, config.reward_model]
+    if config.tokenizer and config.tokenizer != CHAR_TOKENIZER:
+        specs.append(config.tokenizer)
+    models = {spec: model_fingerprint(spec, config.random_model.to_dict()) for spec in specs if spec}
+    data = {name: task_fingerprint(task, [s for s in task.splits if s in (config.split, "train")])
+            for name, task in task_objects.items()}
+    return run_identity(models, data)
 
 
 def plan(config) -> list[Unit]:
@@ -197,12 +229,26 @@ def summarize(records: list[dict], config) -> dict:
 def run(config, workdir: str) -> dict | None:
     """Run (or resume) the experiment; returns the summary, or None when stopped by max_batches."""
     task_objects = validate(config)
-    common.prepare_workdir(workdir, config, ignore=RUN_CONTROL_KEYS)
+    with WorkdirLock(workdir):
+        return _run(config, workdir, task_objects)
+
+
+def _run(config, workdir: str, task_objects) -> dict | None:
+    """`run` once the config is valid and the workdir locked."""
+    resumed = prepare_workdir(workdir, config, identity(config, task_objects), ignore=RUN_CONTROL_KEYS)
     path = os.path.join(workdir, RESULTS)
     units = plan(config)
     done, kept = finished_units(read_jsonl(path), units)
-    rewrite_jsonl(path, kept)
+    if len(kept) != len(read_jsonl(path)):
+        rewrite_jsonl(path, kept)  # drops the records of a batch cut short by a kill; it is redone whole
     todo = [u for u in units if u not in done]
+    append_jsonl(os.path.join(workdir, INVOCATIONS), [{"resumed": resumed, "done_batches": len(done),
+                                                       "todo_batches": len(todo)}])
+    if not todo:
+        print(f"all {len(units)} prompt batches of this run are done; rewriting the summary and figures")
+    else:
+        print(f"{'resuming' if resumed else 'starting'}: {len(todo)} of {len(units)} prompt batches to do; outputs "
+              f"go to {workdir}")
     budget = config.max_batches or len(todo)
     mesh = sharding.make_mesh(data=-1, model=config.model_parallel) if config.shard else None
     bar = tqdm.tqdm(total=sum(len(u.indices) for u in todo), desc="prompts", unit="prompt", disable=not config.progress)
@@ -242,4 +288,4 @@ def run(config, workdir: str) -> dict | None:
 
 
 if __name__ == "__main__":
-    common.main(run)
+    common.main(run, configs)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from experiments import common, training_run
+from experiments.workdir import WorkdirLock
 from experiments.configs import rlhf_sharpening as configs
 from sharpen_jax.jsonl import read_jsonl
 from sharpen_jax.methods import get_loss, loss_names, rlhf_sharpening as method
@@ -53,7 +54,13 @@ def j_beta(metrics: dict, beta: float) -> float:
 
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
-    setup, before, finished = training_run.begin(cfg, workdir, validate(cfg), sample_fn)
+    task = validate(cfg)
+    with WorkdirLock(workdir):
+        return _run(cfg, workdir, task, sample_fn)
+
+
+def _run(cfg, workdir, task, sample_fn) -> dict:
+    setup, before, finished = training_run.begin(cfg, workdir, task, sample_fn)
     if finished is not None:
         return finished
     before["j_beta"] = j_beta(before, cfg.po.beta)
@@ -96,4 +103,4 @@ def run(cfg, workdir: str, sample_fn=None) -> dict:
 
 
 if __name__ == "__main__":
-    common.main(run)
+    common.main(run, configs)

@@ -16,6 +16,7 @@ import os
 import jax
 
 from experiments import common, training_run
+from experiments.workdir import WorkdirLock, file_fingerprint
 from experiments.configs import sft_sharpening as configs
 from sharpen_jax.methods import get_loss, sft_sharpening as method
 from sharpen_jax.selection import check_reward_name
@@ -63,7 +64,14 @@ def sft_dataset(cfg, setup: training_run.Setup, workdir: str) -> SFTDataset:
 
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
-    setup, before, finished = training_run.begin(cfg, workdir, validate(cfg), sample_fn)
+    task = validate(cfg)
+    extra = {"results_file": file_fingerprint(cfg.results_file)} if cfg.results_file else None
+    with WorkdirLock(workdir):
+        return _run(cfg, workdir, task, sample_fn, extra)
+
+
+def _run(cfg, workdir, task, sample_fn, extra_data) -> dict:
+    setup, before, finished = training_run.begin(cfg, workdir, task, sample_fn, extra_data=extra_data)
     if finished is not None:
         return finished
     dataset = sft_dataset(cfg, setup, workdir)
@@ -83,4 +91,4 @@ def run(cfg, workdir: str, sample_fn=None) -> dict:
 
 
 if __name__ == "__main__":
-    common.main(run)
+    common.main(run, configs)

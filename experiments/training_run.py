@@ -15,8 +15,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from experiments import common
-from experiments.models import check_model_spec, load_model
+from experiments import common, workdir as workdir_lib
+from experiments.models import CHAR_TOKENIZER, check_model_spec, load_model
 from sharpen_jax import rollouts, tasks
 from sharpen_jax.jsonl import read_json, write_json
 from sharpen_jax.metrics import plot_training_curves
@@ -191,15 +191,25 @@ def base_evaluation(setup: Setup, workdir: str, eval_cfg, seed: int) -> dict[str
     return results["before"]
 
 
-def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None
+def identity(cfg, task, extra_data: dict | None = None) -> dict:
+    """The run's identity (`workdir.run_identity`): the model's fingerprint and the task's data."""
+    models = {"model": workdir_lib.model_fingerprint(cfg.model, cfg.random_model.to_dict())}
+    if cfg.tokenizer and cfg.tokenizer != CHAR_TOKENIZER:
+        models["tokenizer"] = workdir_lib.model_fingerprint(cfg.tokenizer)
+    data = {"task": workdir_lib.task_fingerprint(task, ("train", "test")), **(extra_data or {})}
+    return workdir_lib.run_identity(models, data)
+
+
+def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None, *, extra_data: dict | None = None
           ) -> tuple[Setup | None, dict | None, dict | None]:
     """Start (or resume) a validated run: (setup, base-model metrics, None), or (None, None, results) for a
     run that has finished, which is reported without loading anything.
 
-    Records the config in the workdir first (a resume must match it); the base model is evaluated once
-    per workdir.
+    Records config and identity in the workdir first (a resume must match both; `extra_data` adds
+    fingerprints of other inputs); the base model is evaluated once per workdir. Call it holding the
+    workdir's lock (`workdir.WorkdirLock`).
     """
-    common.prepare_workdir(workdir, cfg, ignore=RUN_CONTROL_KEYS)
+    workdir_lib.prepare_workdir(workdir, cfg, identity(cfg, task, extra_data), ignore=RUN_CONTROL_KEYS)
     finished = finished_results(workdir)
     if finished is not None:
         print(f"this run has finished; results: {os.path.join(workdir, RESULTS)}")
