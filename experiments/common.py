@@ -227,6 +227,9 @@ def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any) -> 
         if not any(a.startswith("--config=") for a in argv[1:]) or not any(
                 a.startswith("--workdir") for a in argv[1:]):
             raise ConfigError("--config=FILE:PRESET and --workdir=DIR are required (see --help)")
+        config_path = next(a.split("=", 1)[1] for a in argv if a.startswith("--config=")).partition(":")[0]
+        if not os.path.isfile(config_path):
+            raise ConfigError(f"config file {config_path!r} does not exist (--config=FILE:PRESET)")
         check_overrides(argv)
         try:
             rest = flags.FLAGS(argv)

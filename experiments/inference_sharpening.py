@@ -62,18 +62,6 @@ def validate(config) -> dict[str, tasks.Task]:
     common.check_keys(config, configs.defaults(), each={"config.tasks": template}, free=("config.tasks.*.options",))
     if not config.models:
         raise common.ConfigError("config.models is empty; give at least one model")
-    if not config.rewards:
-        raise common.ConfigError(f"config.rewards is empty; give at least one of {list(rewards.NAMES)}")
-    for i, name in enumerate(config.rewards):
-        try:
-            rewards.check_reward_name(name, where=f"config.rewards[{i}]")
-        except ValueError as err:
-            raise common.ConfigError(str(err)) from None
-    bad_ns = [n for n in config.ns if not 1 <= n <= config.num_samples]
-    if bad_ns or not config.ns:
-        raise common.ConfigError(f"config.ns={tuple(config.ns)} must be in [1, num_samples={config.num_samples}]")
-    if not config.tasks:
-        raise common.ConfigError("config.tasks is empty; give at least one task")
     common.check_choice(config, "dtype", ("", "float32", "bfloat16", "float16"))
     common.check_int(config, "num_samples", 1)
     common.check_float(config, "temperature", minimum=0.0)
@@ -86,6 +74,18 @@ def validate(config) -> dict[str, tasks.Task]:
     common.check_int(config, "max_batches", 0)
     for key in config.random_model:
         common.check_int(config, f"random_model.{key}", 1)
+    if not config.rewards:
+        raise common.ConfigError(f"config.rewards is empty; give at least one of {list(rewards.NAMES)}")
+    for i, name in enumerate(config.rewards):
+        try:
+            rewards.check_reward_name(name, where=f"config.rewards[{i}]")
+        except ValueError as err:
+            raise common.ConfigError(str(err)) from None
+    bad_ns = [n for n in config.ns if not 1 <= n <= config.num_samples]
+    if bad_ns or not config.ns:
+        raise common.ConfigError(f"config.ns={tuple(config.ns)} must be in [1, num_samples={config.num_samples}]")
+    if not config.tasks:
+        raise common.ConfigError("config.tasks is empty; give at least one task")
     if "verifier" in config.rewards:
         try:
             verifiers.split_template(config.verifier_template)
@@ -95,6 +95,8 @@ def validate(config) -> dict[str, tasks.Task]:
                         ("config.reward_model", config.reward_model)]:
         if spec:
             check_model_spec(spec, config.tokenizer, where=where)
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise common.ConfigError(f"config.data_dir={config.data_dir!r} is not a directory")
     task_objects = {}
     for name, entry in config.tasks.items():
         common.check_int(config, f"tasks.{name}.num_shots", 0)

@@ -92,7 +92,8 @@ def _run(cfg, workdir, task, sample_fn) -> dict:
     run_, policy = training_run.train(cfg, setup, workdir, loss=entry, hyperparameters=hyperparameters(cfg),
                                       num_steps=cfg.train.num_steps, batch_for_step=batch_for_step,
                                       eval_hook=eval_hook)
-    after = training_run.evaluate(setup, policy.sampling_params(run_.state), cfg.eval, seed=cfg.seed)
+    after = training_run.evaluate(setup, policy.sampling_params(run_.state), cfg.eval, seed=cfg.seed,
+                                  progress="evaluating the trained model" if cfg.progress else "")
     after["j_beta"] = j_beta(after, cfg.po.beta)
     evals = [r for r in read_jsonl(metrics_path) if r["split"] == "eval"]
     best_eval = max(evals, key=lambda r: r["j_beta"]) if evals else None

@@ -57,7 +57,8 @@ def sft_dataset(cfg, setup: training_run.Setup, workdir: str) -> SFTDataset:
     dataset = method.best_of_n_dataset(setup.sample_fn, setup.base_params, setup.train_prompts,
                                        jax.random.key(cfg.seed + 1), num_samples=cfg.sampling.num_samples,
                                        temperature=cfg.sampling.temperature, batch_size=cfg.sampling.batch_size,
-                                       score_fn=training_run.self_reward_fn(cfg, setup))
+                                       score_fn=training_run.self_reward_fn(cfg, setup),
+                                       progress="sampling the best-of-N dataset" if cfg.progress else "")
     dataset.save(cache)
     return dataset
 
@@ -84,7 +85,8 @@ def _run(cfg, workdir, task, sample_fn, extra_data) -> dict:
 
     run_, policy = training_run.train(cfg, setup, workdir, loss=get_loss("sft"), hyperparameters={},
                                       num_steps=num_steps, batch_for_step=batch_for_step)
-    after = training_run.evaluate(setup, policy.sampling_params(run_.state), cfg.eval, seed=cfg.seed)
+    after = training_run.evaluate(setup, policy.sampling_params(run_.state), cfg.eval, seed=cfg.seed,
+                                  progress="evaluating the trained model" if cfg.progress else "")
     return training_run.finish(workdir, before, after, train_keys=("loss", "grad_norm"),
                                eval_keys=("greedy_accuracy", "sample_logp"), num_steps=num_steps,
                                dataset_size=dataset.size, config=cfg.to_dict())

@@ -71,6 +71,8 @@ def validate(cfg, reference, *, self_rewards) -> tasks.Task:
     common.check_int(cfg, "task.num_shots", 0)
     common.check_int(cfg, "task.num_train_prompts", 1)
     common.check_int(cfg, "task.num_eval_prompts", 1)
+    if cfg.task.data_dir and not os.path.isdir(cfg.task.data_dir):
+        raise common.ConfigError(f"config.task.data_dir={cfg.task.data_dir!r} is not a directory")
     try:
         task = tasks.get(cfg.task.name, **task_options(cfg))
         for split, key in (("train", "num_train_prompts"), ("test", "num_eval_prompts")):
@@ -154,7 +156,7 @@ def make_policy(cfg, setup: Setup, num_steps: int) -> tuple[Policy, TrainState, 
 
 
 def evaluate(setup: Setup, params: dict, eval_cfg, *, num_prompts: int | None = None,
-             num_samples: int | None = None, seed: int = 0) -> dict[str, float]:
+             num_samples: int | None = None, seed: int = 0, progress: str = "") -> dict[str, float]:
     """Table-1 metrics of `params` on the first `num_prompts` held-out prompts (all by default),
     plus kl_to_base = mean over samples of log pi(y|x) - log pi_base(y|x), the Monte Carlo estimate
     of KL(pi || pi_base), and sample_base_logp, the mean self-reward E_pi[log pi_base(y|x)].
@@ -169,7 +171,7 @@ def evaluate(setup: Setup, params: dict, eval_cfg, *, num_prompts: int | None = 
     metrics = rollouts.evaluate(setup.sample_fn, params, prompts, setup.task, setup.tokenizer,
                                 jax.random.key(seed), num_samples=num_samples or eval_cfg.num_samples,
                                 temperature=eval_cfg.temperature, batch_size=eval_cfg.batch_size,
-                                base_logprob_fn=None if is_base else setup.base_logprob)
+                                base_logprob_fn=None if is_base else setup.base_logprob, progress=progress)
     if is_base:
         metrics["sample_base_logp"] = metrics["sample_logp"]
     metrics["kl_to_base"] = metrics["sample_logp"] - metrics["sample_base_logp"]
@@ -182,11 +184,12 @@ def load_results(workdir: str) -> dict:
     return read_json(path, error=common.ConfigError) if os.path.exists(path) else {}
 
 
-def base_evaluation(setup: Setup, workdir: str, eval_cfg, seed: int) -> dict[str, float]:
+def base_evaluation(setup: Setup, workdir: str, eval_cfg, seed: int, progress: bool = False) -> dict[str, float]:
     """The base model's Table-1 metrics, computed once per workdir and reused on resume."""
     results = load_results(workdir)
     if "before" not in results:
-        results["before"] = evaluate(setup, setup.base_params, eval_cfg, seed=seed)
+        results["before"] = evaluate(setup, setup.base_params, eval_cfg, seed=seed,
+                                     progress="evaluating the base model" if progress else "")
         write_json(os.path.join(workdir, RESULTS), results)
     return results["before"]
 
@@ -216,7 +219,7 @@ def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None, *
         print(format_table(finished["before"], finished["after"]))
         return None, None, finished
     setup = prepare(cfg, task, sample_fn)
-    return setup, base_evaluation(setup, workdir, cfg.eval, cfg.seed), None
+    return setup, base_evaluation(setup, workdir, cfg.eval, cfg.seed, cfg.progress), None
 
 
 def train(cfg, setup: Setup, workdir: str, *, loss: LossEntry, hyperparameters: dict, num_steps: int,

@@ -68,15 +68,19 @@ def append_jsonl(path: str | os.PathLike, records: Sequence[dict]) -> None:
     """
     path = os.fspath(path)
     data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
-    with open(path, "ab") as f:
-        start = f.tell()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            view = memoryview(data)
+            while view:  # unbuffered: a short write is retried, a failed one is undone below
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
         except OSError as err:
-            f.truncate(start)
+            os.ftruncate(fd, start)
             raise OSError(err.errno, f"could not append {len(records)} record(s) to {path}: {err.strerror}") from err
+    finally:
+        os.close(fd)
 
 
 def rewrite_jsonl(path: str | os.PathLike, records: Sequence[dict]) -> None:

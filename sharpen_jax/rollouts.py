@@ -94,6 +94,15 @@ def encode_prompts(tokenizer: Any, task: Any, examples: Sequence, num_shots: int
     return PromptSet(padded.tokens, padded.valid, tuple(examples), texts)
 
 
+def progress_bar(iterable, label: str, total: int):
+    """`iterable` wrapped in a tqdm bar (count, rate, ETA) labelled `label`; unchanged when `label` is empty."""
+    if not label:
+        return iterable
+    import tqdm
+
+    return tqdm.tqdm(iterable, desc=label, total=total, unit="batch", leave=False, dynamic_ncols=True)
+
+
 def completion_texts(tokenizer: Any, tokens_NC: np.ndarray, valid_NC: np.ndarray,
                      stop_strings: Sequence[str]) -> list[str]:
     """Decoded completions, each cut before its first stop string."""
@@ -180,7 +189,7 @@ def self_reward_fn(reward: Reward, task: Any, tokenizer: Any) -> ScoreFn:
 
 def evaluate(sample_fn: SampleFn, params, prompts: PromptSet, task: Any, tokenizer: Any, key: jax.Array, *,
              num_samples: int, temperature: float, batch_size: int,
-             base_logprob_fn: Callable | None = None) -> dict[str, float]:
+             base_logprob_fn: Callable | None = None, progress: str = "") -> dict[str, float]:
     """The columns of the paper's Table 1 for one model on held-out prompts.
 
     greedy_accuracy: the temperature-0 completion is correct. sample_accuracy: a single sample at
@@ -188,13 +197,13 @@ def evaluate(sample_fn: SampleFn, params, prompts: PromptSet, task: Any, tokeniz
     log-likelihood under the evaluated model among N is correct (`best_of_n.select`). sample_logp:
     mean log pi(y|x) of the samples under the evaluated model; sample_base_logp: under the base model
     (the objective that sharpening raises), when `base_logprob_fn(prompt_tokens, prompt_valid, tokens,
-    valid) -> float[B, N]` is given.
+    valid) -> float[B, N]` is given. A non-empty `progress` shows a progress bar with that label.
     """
     totals = {"greedy_accuracy": 0.0, "sample_accuracy": 0.0, "bon_accuracy": 0.0, "sample_logp": 0.0,
               "sample_length": 0.0}
     if base_logprob_fn is not None:
         totals["sample_base_logp"] = 0.0
-    for chunk, n in prompts.batches(batch_size):
+    for chunk, n in progress_bar(prompts.batches(batch_size), progress, -(-len(prompts) // batch_size)):
         key, k_greedy, k_sample = jax.random.split(key, 3)
         g_tokens, g_valid, _ = jax.device_get(sample_fn(params, chunk.tokens, chunk.valid, k_greedy, 1, 0.0))
         totals["greedy_accuracy"] += grade(task, tokenizer, chunk.examples[:n], g_tokens[:n], g_valid[:n]).correct_BN.sum()

@@ -17,7 +17,7 @@ import numpy as np
 
 from sharpen_jax.jsonl import read_numbered_jsonl
 from sharpen_jax.methods.registry import LossEntry, register_loss
-from sharpen_jax.rollouts import PromptSet, SampleFn, ScoreFn, sample_rows
+from sharpen_jax.rollouts import PromptSet, SampleFn, ScoreFn, progress_bar, sample_rows
 from sharpen_jax.selection import best_of_n
 from sharpen_jax.selection.rewards import NAMES
 from sharpen_jax.training import losses
@@ -45,17 +45,18 @@ SFT = register_loss(LossEntry("sft", METHOD, build_sft_loss, batch_keys=("seqs",
 
 
 def best_of_n_dataset(sample_fn: SampleFn, params, prompts: PromptSet, key: jax.Array, *, num_samples: int,
-                      temperature: float, batch_size: int, score_fn: ScoreFn) -> SFTDataset:
+                      temperature: float, batch_size: int, score_fn: ScoreFn, progress: str = "") -> SFTDataset:
     """SFT-Sharpening data: N completions per prompt from `params`, the one with the highest self-reward
     kept (y_BoN = argmax_n score_fn(...), `best_of_n.take_best`), as training rows (x, y_BoN).
 
     `score_fn(prompts, tokens_BNC, valid_BNC, token_logprobs_BNC)` scores the samples; it is given the
-    sampler's own log-probs, which are the base model's since the base model samples here.
+    sampler's own log-probs, which are the base model's since the base model samples here. A
+    non-empty `progress` shows a progress bar with that label.
     """
     if len(prompts) == 0:
         raise ValueError("SFT dataset is empty: there are no training prompts to draw best-of-N samples for")
     rows = []
-    for chunk, n in prompts.batches(batch_size):
+    for chunk, n in progress_bar(prompts.batches(batch_size), progress, -(-len(prompts) // batch_size)):
         key, sub = jax.random.split(key)
         tokens, valid, logp = jax.device_get(sample_fn(params, chunk.tokens, chunk.valid, sub, num_samples,
                                                        temperature))
