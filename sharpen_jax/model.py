@@ -50,13 +50,14 @@ class RMSNorm(nn.Module):
         scale_D = self.param("scale", nn.initializers.ones, (x_BTD.shape[-1],), self.param_dtype)
         x32 = x_BTD.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (scale_D.astype(jnp.float32) * normed).astype(self.dtype)
+        scale = scale_D.astype(jnp.float32).reshape((1,) * (normed.ndim - 1) + (-1,))
+        return (scale * normed).astype(self.dtype)
 
 
 def rotary_tables(config: TransformerConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
     """cos/sin tables [B, T, H] for rotate-half RoPE (HF convention: frequencies repeated twice)."""
     inv_freq = jnp.asarray(rope_inverse_frequencies(config))
-    angles_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    angles_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq[None, None, :]
     angles_BTH = jnp.concatenate([angles_BTh, angles_BTh], axis=-1)
     return jnp.cos(angles_BTH), jnp.sin(angles_BTH)
 

@@ -24,9 +24,13 @@ def _load_methods() -> None:
 
 
 def loss_names(method: str | None = None) -> tuple[str, ...]:
-    """Names of the registered losses (of one method when given), in registration order."""
+    """Names of the registered losses (of one method when given): by method in METHOD_MODULES order, then in
+    registration order."""
     _load_methods()
-    return tuple(n for n, e in registered().items() if method is None or e.method == method)
+    entries = registered()
+    rank = {m: i for i, m in enumerate(METHOD_MODULES)}
+    order = sorted(entries, key=lambda n: rank.get(entries[n].method, len(rank)))  # stable: registration order within
+    return tuple(n for n in order if method is None or entries[n].method == method)
 
 
 def get_loss(name: str, *, method: str | None = None) -> LossEntry:

@@ -192,6 +192,7 @@ def sharpness_from_target_probs(target_probs_X, delta, prompt_probs_X=None) -> j
 
 @jax.jit
 def _sharpness(target_probs_X, delta, mu_X):
+    mu_X = mu_X.reshape((1,) * (target_probs_X.ndim - 1) + (-1,))
     return jnp.sum(mu_X * (target_probs_X >= 1.0 - delta), axis=-1)
 
 

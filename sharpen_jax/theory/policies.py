@@ -120,7 +120,7 @@ class AutoregressivePolicyClass:
     def response_ids(self, tokens_BH) -> jax.Array:
         """The id of each token sequence (inverse of `tokens_YH`)."""
         powers_H = self.vocab_size ** jnp.arange(self.horizon - 1, -1, -1)
-        return jnp.sum(tokens_BH * powers_H, axis=-1).astype(jnp.int32)
+        return jnp.sum(tokens_BH * powers_H[None, :], axis=-1).astype(jnp.int32)
 
     def greedy_decode(self, params) -> jax.Array:
         """Response ids of token-by-token greedy decoding, y_h = argmax_v pi(v | x, y_<h), int32[X]."""
@@ -140,7 +140,7 @@ def _prefix_rows_BH(tokens_BH, vocab_size: int) -> jax.Array:
     exponent_JH = jnp.maximum(h_H[None, :] - 1 - j_H[:, None], 0)
     weights_JH = jnp.where(j_H[:, None] < h_H[None, :], vocab_size ** exponent_JH, 0)
     codes_BH = jnp.einsum("bj,jh->bh", tokens_BH, weights_JH)
-    return (vocab_size ** h_H - 1) // (vocab_size - 1) + codes_BH
+    return ((vocab_size ** h_H - 1) // (vocab_size - 1))[None, :] + codes_BH
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
