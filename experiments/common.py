@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
-import math
 import os
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 
+from sharpen_jax import checks
 
 
 class ConfigError(ValueError):
@@ -73,44 +73,29 @@ def value_at(config: Any, key: str) -> Any:
     return node
 
 
-def _fail(key: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"config.{key}={value!r}; expected {expected}")
+def _as_config_error(check: Callable[..., Any], config: Any, key: str, *args, **kwargs) -> Any:
+    """Run a `sharpen_jax.checks` function on the entry at `key`; its error as a ConfigError naming config.key."""
+    try:
+        return check(f"config.{key}", value_at(config, key), *args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_int(config: Any, key: str, minimum: int, maximum: int | None = None) -> int:
     """The integer at `key`, which must lie in [minimum, maximum]; a ConfigError naming it otherwise."""
-    value = value_at(config, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
-        _fail(key, value, f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else ""))
-    return value
+    return _as_config_error(checks.integer, config, key, minimum, maximum)
 
 
 def check_float(config: Any, key: str, *, minimum: float | None = None, maximum: float | None = None,
                 strict_minimum: bool = False) -> float:
     """The finite number at `key` within the bounds (minimum excluded when `strict_minimum`)."""
-    value = value_at(config, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict_minimum else value >= minimum
-    if ok and maximum is not None:
-        ok = value <= maximum
-    if not ok:
-        bounds = []
-        if minimum is not None:
-            bounds.append(f"{'>' if strict_minimum else '>='} {minimum}")
-        if maximum is not None:
-            bounds.append(f"<= {maximum}")
-        _fail(key, value, "a finite number" + (" " + " and ".join(bounds) if bounds else ""))
-    return float(value)
+    return _as_config_error(checks.number, config, key, minimum=minimum, maximum=maximum,
+                            strict_minimum=strict_minimum)
 
 
 def check_choice(config: Any, key: str, choices: Sequence[Any]) -> Any:
     """The entry at `key`, which must be one of `choices`."""
-    value = value_at(config, key)
-    if value not in tuple(choices):
-        _fail(key, value, f"one of {list(choices)}")
-    return value
+    return _as_config_error(checks.choice, config, key, choices)
 
 
 def select_preset(preset: str | None, presets: Mapping[str, Callable[[], ml_collections.ConfigDict]],

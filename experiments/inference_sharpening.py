@@ -6,7 +6,7 @@
 For every model and task (Huang et al., 2024, Section 5): the first `num_prompts` test questions
 are asked with k-shot prompts; greedy decoding gives the baseline; N_max completions are sampled
 at temperature 1 and scored with each self-reward (`sharpen_jax.rewards`) under the reward model;
-best-of-N accuracy at each N <= N_max is estimated by subsampling (`algorithms.best_of_n`).
+best-of-N accuracy at each N <= N_max is estimated by subsampling (`selection.best_of_n`).
 
 The workdir receives
   config.json    the config the run started with (a resumed run must match it),

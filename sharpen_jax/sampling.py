@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sharpen_jax import sharding
+from sharpen_jax import checks, sharding
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.model import fork_cache, forward_hidden, init_cache, unembed
 from sharpen_jax.scoring import positions_from_valid
@@ -204,27 +204,27 @@ def _decode(params, config: TransformerConfig, settings: _Settings, cache, first
     return (final.tokens_RM, final.lengths_R, final.done_R, final.sampling_logprobs_RM, final.model_logprobs_RM)
 
 
-def _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p):
+def _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, max_rows) -> list[list[int]]:
+    """The prompts as lists of ints, after checking every argument on the host (sharpen_jax.checks)."""
+    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
+        raise TypeError(f"prompts is a {type(prompts).__name__}; expected a sequence of prompts, each a sequence "
+                        f"of token ids")
     if len(prompts) == 0:
         raise ValueError("prompts is empty; expected at least one prompt (a sequence of token ids)")
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples}; expected an integer >= 1")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens}; expected an integer >= 1")
-    if temperature < 0:
-        raise ValueError(f"temperature={temperature}; expected >= 0 (0 means greedy)")
-    if top_k < 0:
-        raise ValueError(f"top_k={top_k}; expected >= 0 (0 disables top-k)")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p}; expected a value in (0, 1]")
-    for i, prompt in enumerate(prompts):
+    checks.integer("num_samples", num_samples, 1)
+    checks.integer("max_new_tokens", max_new_tokens, 1)
+    checks.number("temperature", temperature, minimum=0)
+    checks.integer("top_k", top_k, 0)
+    checks.number("top_p", top_p, minimum=0, maximum=1, strict_minimum=True)
+    checks.integer("max_rows", max_rows, 1)
+    token_lists = [checks.token_list(f"prompts[{i}]", prompt, config.vocab_size) for i, prompt in enumerate(prompts)]
+    for i, prompt in enumerate(token_lists):
         if len(prompt) == 0:
-            raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+            raise ValueError(f"prompts[{i}] is empty; every prompt needs at least one token")
         if len(prompt) + max_new_tokens > config.max_seq_len:
-            raise ValueError(f"prompt {i} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
+            raise ValueError(f"prompts[{i}] has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
                              f"the model context of {config.max_seq_len} tokens")
-        if min(prompt) < 0 or max(prompt) >= config.vocab_size:
-            raise ValueError(f"prompt {i} has token ids outside [0, {config.vocab_size})")
+    return token_lists
 
 
 def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], *, num_samples: int = 1,
@@ -237,7 +237,7 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
     With a mesh, rows are sharded over its data x fsdp axes (params should be placed with
     `sharding.param_shardings(..., decode=True)`).
     """
-    _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p)
+    prompts = _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, max_rows)
     if rng is None and temperature > 0:
         raise ValueError("rng is required when temperature > 0")
     rng = jax.random.key(0) if rng is None else rng

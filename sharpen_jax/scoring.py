@@ -19,7 +19,9 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from sharpen_jax import checks
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.model import forward_hidden, unembed
 
@@ -64,7 +66,18 @@ def chunked_target_logprobs(params: dict, config: TransformerConfig, hidden_BTD:
     return logprobs_nBc.swapaxes(0, 1).reshape(b, padded)[:, :t]
 
 
-@functools.partial(jax.jit, static_argnames=("config", "chunk_size"))
+def _check_temperature_and_chunk(temperature, chunk_size: int) -> None:
+    if not checks.is_traced(temperature) and np.ndim(temperature) == 0:
+        checks.number("temperature", float(temperature), minimum=0, strict_minimum=True)
+    checks.integer("chunk_size", chunk_size, 1)
+
+
+def _check_tokens(config: TransformerConfig, name: str, tokens, valid) -> tuple:
+    checks.token_array(name, tokens, config.vocab_size)
+    checks.mask_array(name.replace("tokens", "valid"), valid, np.shape(tokens))
+    return np.shape(tokens)
+
+
 def score_completions(params: dict, config: TransformerConfig, prompt_tokens_BP: jax.Array,
                       prompt_valid_BP: jax.Array, completion_tokens_BC: jax.Array, completion_valid_BC: jax.Array,
                       temperature: float | jax.Array = 1.0, chunk_size: int = 32) -> ScoreResult:
@@ -72,8 +85,27 @@ def score_completions(params: dict, config: TransformerConfig, prompt_tokens_BP:
 
     Prompts must be left-padded and completions right-padded (see the module docstring); every
     prompt needs at least one real token. Works under a mesh: shard the batch axis of the inputs
-    and the parameters (sharpen_jax.sharding) and XLA partitions the computation.
+    and the parameters (sharpen_jax.sharding) and XLA partitions the computation. The arguments are
+    checked on the host first (ids < vocab, matching shapes, P + C <= max_seq_len, temperature > 0).
     """
+    b, p = _check_tokens(config, "prompt_tokens_BP", prompt_tokens_BP, prompt_valid_BP)
+    b_c, c = _check_tokens(config, "completion_tokens_BC", completion_tokens_BC, completion_valid_BC)
+    if b_c != b:
+        raise ValueError(f"completion_tokens_BC has {b_c} rows and prompt_tokens_BP {b}; expected one completion "
+                         f"per prompt row")
+    if p + c > config.max_seq_len:
+        raise ValueError(f"prompt ({p}) + completion ({c}) tokens exceed the model context of {config.max_seq_len}")
+    if not checks.is_traced(prompt_valid_BP) and not np.asarray(prompt_valid_BP).any(axis=1).all():
+        raise ValueError("prompt_valid_BP has a row with no real token; every prompt needs at least one token")
+    _check_temperature_and_chunk(temperature, chunk_size)
+    return _score_completions(params, config, prompt_tokens_BP, prompt_valid_BP, completion_tokens_BC,
+                              completion_valid_BC, temperature, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "chunk_size"))
+def _score_completions(params, config: TransformerConfig, prompt_tokens_BP, prompt_valid_BP, completion_tokens_BC,
+                       completion_valid_BC, temperature, chunk_size: int) -> ScoreResult:
+    """The jitted body of `score_completions` (arguments already checked)."""
     p = prompt_tokens_BP.shape[1]
     tokens_BT = jnp.concatenate([prompt_tokens_BP, completion_tokens_BC], axis=1)
     valid_BT = jnp.concatenate([prompt_valid_BP, completion_valid_BC], axis=1)
@@ -92,7 +124,6 @@ def summarize(logprobs_BC: jax.Array, valid_BC: jax.Array) -> ScoreResult:
     return ScoreResult(logprobs_BC, total_B, total_B / jnp.maximum(length_B, 1), length_B)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "chunk_size"))
 def score_sequences(params: dict, config: TransformerConfig, tokens_BT: jax.Array, valid_BT: jax.Array,
                     target_mask_BT: jax.Array, temperature: float | jax.Array = 1.0,
                     chunk_size: int = 32) -> ScoreResult:
@@ -101,8 +132,21 @@ def score_sequences(params: dict, config: TransformerConfig, tokens_BT: jax.Arra
     Entry t of the result is log pi(tokens[t] | tokens[<t]) (t >= 1; t = 0 has no prefix and must
     not be a target). Use this for training batches that already hold prompt + completion in one
     row: rows are right-padded (or left-padded), so each real token's predecessor is the column
-    before it.
+    before it. The arguments are checked on the host first, as in `score_completions`.
     """
+    _, t = _check_tokens(config, "tokens_BT", tokens_BT, valid_BT)
+    checks.mask_array("target_mask_BT", target_mask_BT, np.shape(tokens_BT))
+    if t > config.max_seq_len:
+        raise ValueError(f"tokens_BT has {t} tokens per row; expected at most the model context of "
+                         f"{config.max_seq_len}")
+    _check_temperature_and_chunk(temperature, chunk_size)
+    return _score_sequences(params, config, tokens_BT, valid_BT, target_mask_BT, temperature, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "chunk_size"))
+def _score_sequences(params, config: TransformerConfig, tokens_BT, valid_BT, target_mask_BT, temperature,
+                     chunk_size: int) -> ScoreResult:
+    """The jitted body of `score_sequences` (arguments already checked)."""
     hidden_BTD, _ = forward_hidden(params, config, tokens_BT, positions_from_valid(valid_BT), valid_BT)
     logprobs_BT1 = chunked_target_logprobs(params, config, hidden_BTD[:, :-1], tokens_BT[:, 1:], temperature,
                                            chunk_size)

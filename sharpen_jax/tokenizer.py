@@ -13,9 +13,11 @@ import os
 from typing import Sequence
 
 import numpy as np
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
-from sharpen_jax import gguf_reader
+from sharpen_jax import checks, gguf_reader
+from sharpen_jax.jsonl import read_json
 
 _CONTROL, _USER_DEFINED = 3, 4
 # llama.cpp pre-tokenizer names -> pre-tokenizers of the matching HF tokenizer.json
@@ -84,13 +86,18 @@ class Tokenizer:
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of `text` (special-token strings in the text map to their ids)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text is a {type(text).__name__}; expected str"
+                            + (" (decode bytes to str first)" if isinstance(text, bytes) else ""))
         ids = self.backend.encode(text, add_special_tokens=False).ids
         if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
             ids = [self.bos_id] + ids
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        """The text of token ids `ids`, each an integer in [0, vocab_size)."""
+        return self.backend.decode(checks.token_list("ids", ids, self.vocab_size),
+                                   skip_special_tokens=skip_special_tokens)
 
     def encode_batch(self, texts: Sequence[str], *, padding_side: str = "left", length: int | None = None,
                      add_bos: bool | None = None) -> EncodedBatch:
@@ -124,14 +131,45 @@ class Tokenizer:
         """Render chat messages ([{"role", "content"}]) with the model's jinja2 chat template."""
         if not self.chat_template:
             raise ValueError("this tokenizer has no chat template")
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        template = env.from_string(self.chat_template)
+        template = _BudgetedSandbox(trim_blocks=True, lstrip_blocks=True).from_string(self.chat_template)
         bos = self.backend.id_to_token(self.bos_id) if self.bos_id is not None else ""
         eos = self.backend.id_to_token(self.eos_ids[0]) if self.eos_ids else ""
-        return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                               bos_token=bos, eos_token=eos)
+        pieces, size = [], 0
+        for piece in template.generate(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                       bos_token=bos, eos_token=eos):
+            size += len(piece)
+            if size > CHAT_RENDER_BUDGET:
+                raise _over_budget()
+            pieces.append(piece)
+        return "".join(pieces)
+
+
+# The most characters a chat template may render: a long few-shot prompt is ~10^4, so 10^6 is ample;
+# a template that multiplies strings or loops without bound stops here instead of filling memory.
+CHAT_RENDER_BUDGET = 1_000_000
+
+
+def _over_budget() -> ValueError:
+    return ValueError(f"the chat template renders more than CHAT_RENDER_BUDGET = {CHAT_RENDER_BUDGET:,} "
+                      f"characters; expected a template whose output is bounded by its messages")
+
+
+class _BudgetedSandbox(ImmutableSandboxedEnvironment):
+    """jinja2's immutable sandbox (as transformers renders chat templates) that also refuses `*` and
+    `**` results beyond the render budget before computing them (output chunks are counted too)."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator: str, left, right):
+        if operator == "*" and isinstance(left, (str, list, tuple)) and isinstance(right, int):
+            if len(left) * right > CHAT_RENDER_BUDGET:
+                raise _over_budget()
+        if operator == "*" and isinstance(right, (str, list, tuple)) and isinstance(left, int):
+            if len(right) * left > CHAT_RENDER_BUDGET:
+                raise _over_budget()
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+            raise ValueError(f"the chat template computes x ** {right}; expected exponents of at most 64")
+        return super().call_binop(context, operator, left, right)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str = "left",
@@ -186,9 +224,12 @@ def from_hf_dir(directory: str) -> Tokenizer:
     path = os.path.join(directory, "tokenizer.json")
     if not os.path.exists(path):
         raise ValueError(f"{directory}: no tokenizer.json")
-    backend = HFTokenizer.from_file(path)
+    try:
+        backend = HFTokenizer.from_file(path)
+    except Exception as err:  # the tokenizers library raises its own Exception type, without the path
+        raise ValueError(f"{path}: not a readable tokenizer.json ({err})") from None
     cfg_path = os.path.join(directory, "tokenizer_config.json")
-    cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    cfg = _read_json_object(cfg_path) if os.path.exists(cfg_path) else {}
     token_id = lambda tok: None if tok is None else backend.token_to_id(  # noqa: E731
         tok if isinstance(tok, str) else tok.get("content"))
     eos = token_id(cfg.get("eos_token"))
@@ -196,10 +237,24 @@ def from_hf_dir(directory: str) -> Tokenizer:
     template = cfg.get("chat_template")
     template_path = os.path.join(directory, "chat_template.jinja")
     if template is None and os.path.exists(template_path):
-        template = open(template_path).read()
+        try:
+            with open(template_path, encoding="utf-8") as f:
+                template = f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{template_path}: cannot read the chat template ({err})") from None
+    if template is not None and not isinstance(template, str):
+        raise ValueError(f"{cfg_path}: chat_template is a {type(template).__name__}; expected a jinja2 string")
     return Tokenizer(backend, bos_id=token_id(cfg.get("bos_token")), eos_ids=[eos] if eos is not None else [],
                      pad_id=pad if pad is not None else (eos or 0), chat_template=template,
                      add_bos=bool(cfg.get("add_bos_token", False)))
+
+
+def _read_json_object(path: str) -> dict:
+    """The JSON object in file `path`; a ValueError naming the file otherwise."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: holds a JSON {type(value).__name__}; expected an object")
+    return value
 
 
 def load(path: str) -> Tokenizer:

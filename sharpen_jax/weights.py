@@ -7,16 +7,17 @@ already on device: an 8B checkpoint never needs two full host copies.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
-import json
 import os
 from typing import Callable
 
 import jax
 import numpy as np
 
-from sharpen_jax import gguf_reader
+from sharpen_jax import checks, gguf_reader
+from sharpen_jax.jsonl import read_json
 from sharpen_jax.config import TransformerConfig, RopeScaling
 from sharpen_jax.sharding import param_shardings
 from sharpen_jax.model import param_shapes
@@ -69,13 +70,34 @@ def resolve(path: str) -> str:
     return path
 
 
-def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
-    """TransformerConfig from a Hugging Face config.json (llama, mistral, qwen2)."""
+def _hf_field(hf: dict, config_path: str, key: str, kind: str, *, default=None, minimum=None, required=False):
+    """Field `key` of a HF config.json, type- and range-checked (sharpen_jax.checks); WeightsError naming
+    the key and the file otherwise. `kind` is "int", "float" or "bool"; a missing or null optional
+    field gives `default`."""
+    value = hf.get(key)
+    if value is None:
+        if required:
+            raise WeightsError(f"{config_path}: {key} is {'null' if key in hf else 'missing'}; expected "
+                               f"{'an integer' if kind == 'int' else 'a number'}")
+        return default
     try:
-        with open(config_path) as f:
-            hf = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{config_path}: cannot read config ({err})") from err
+        if kind == "int":
+            return checks.integer(f"{key}", value, minimum)
+        if kind == "float":
+            return checks.number(f"{key}", value, minimum=minimum, strict_minimum=True)
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}={value!r}; expected true or false")
+        return value
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{config_path}: {err}") from None
+
+
+def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
+    """TransformerConfig from a Hugging Face config.json (llama, mistral, qwen2); every field read is
+    checked for type and range, and an error names the key and the file."""
+    hf = read_json(config_path, error=WeightsError)
+    if not isinstance(hf, dict):
+        raise WeightsError(f"{config_path}: holds a JSON {type(hf).__name__}; expected an object")
     model_type = hf.get("model_type")
     if model_type not in ("llama", "mistral", "qwen2"):
         raise WeightsError(f"{config_path}: model_type={model_type!r} is not supported; expected llama, mistral "
@@ -85,26 +107,46 @@ def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
         raise WeightsError(f"{config_path}: missing required keys {missing}")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise WeightsError(f"{config_path}: attention_bias/mlp_bias on o_proj/MLP are not supported")
+    field = functools.partial(_hf_field, hf, config_path)
+    dim = field("hidden_size", "int", minimum=1, required=True)
+    heads = field("num_attention_heads", "int", minimum=1, required=True)
+    kv_heads = field("num_key_value_heads", "int", minimum=1, default=heads)
+    head_dim = field("head_dim", "int", minimum=2, default=None)
+    if head_dim is None:
+        if dim % heads:
+            raise WeightsError(f"{config_path}: hidden_size={dim} is not a multiple of num_attention_heads={heads}; "
+                               f"expected an explicit head_dim")
+        head_dim = dim // heads
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_theta = hf.get("rope_theta", rope.get("rope_theta", 10_000.0))
+    if not isinstance(rope, dict):
+        raise WeightsError(f"{config_path}: rope_scaling={rope!r}; expected an object or null")
+    rope_theta = hf["rope_theta"] if "rope_theta" in hf else rope.get("rope_theta", 10_000.0)
+    rope_theta = _hf_field({"rope_theta": rope_theta}, config_path, "rope_theta", "float", minimum=0)
     scaling = None
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type == "llama3":
-        scaling = RopeScaling(rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"],
-                              rope["original_max_position_embeddings"])
+        rope_field = functools.partial(_hf_field, rope, config_path)
+        scaling = RopeScaling(rope_field("factor", "float", minimum=0, required=True),
+                              rope_field("low_freq_factor", "float", minimum=0, required=True),
+                              rope_field("high_freq_factor", "float", minimum=0, required=True),
+                              rope_field("original_max_position_embeddings", "int", minimum=1, required=True))
     elif rope_type not in ("default", None):
         raise WeightsError(f"{config_path}: rope_type={rope_type!r} is not supported (default or llama3)")
-    heads = hf["num_attention_heads"]
-    sliding = hf.get("sliding_window") if (model_type == "mistral" or hf.get("use_sliding_window")) else None
-    cfg = TransformerConfig(
-        vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, hidden_dim=hf["intermediate_size"],
-        rms_norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(rope_theta), rope_scaling=scaling,
-        max_seq_len=hf.get("max_position_embeddings", 2048),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), qkv_bias=model_type == "qwen2",
-        sliding_window=sliding, architecture=model_type)
-    return cfg.replace(**overrides)
+    use_sliding = model_type == "mistral" or field("use_sliding_window", "bool", default=False)
+    fields = dict(
+        vocab_size=field("vocab_size", "int", minimum=1, required=True), dim=dim,
+        num_layers=field("num_hidden_layers", "int", minimum=1, required=True), num_heads=heads,
+        num_kv_heads=kv_heads, head_dim=head_dim,
+        hidden_dim=field("intermediate_size", "int", minimum=1, required=True),
+        rms_norm_eps=field("rms_norm_eps", "float", minimum=0, default=1e-6), rope_theta=rope_theta,
+        rope_scaling=scaling, max_seq_len=field("max_position_embeddings", "int", minimum=1, default=2048),
+        tie_embeddings=field("tie_word_embeddings", "bool", default=False), qkv_bias=model_type == "qwen2",
+        sliding_window=field("sliding_window", "int", minimum=1) if use_sliding else None,
+        architecture=model_type)
+    try:
+        return TransformerConfig(**{**fields, **overrides})
+    except ValueError as err:  # the config's own consistency checks (heads, head_dim, dtypes)
+        raise WeightsError(f"{config_path}: {err}") from None
 
 
 def _hf_tensor_reader(directory: str) -> Callable[[str], np.ndarray | None]:

@@ -186,18 +186,3 @@ def test_stop_strings_cut_tokens_and_logprobs_consistently(params):
     assert out.lengths[0, 0] <= 4 and out.lengths[1, 0] <= 3
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(prompts=[]), "prompts is empty"),
-    (dict(prompts=[[1] * 120]), "exceeds the model context"),
-    (dict(num_samples=0), "num_samples"),
-    (dict(temperature=-0.5), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(prompts=[[1, 2], []]), "prompt 1 is empty"),
-    (dict(prompts=[[1, 200]]), "outside"),
-])
-def test_bad_input_is_rejected_before_work(params, kwargs, message):
-    call = dict(prompts=[[1, 2, 3]], num_samples=2, temperature=1.0, top_p=1.0)
-    call.update(kwargs)
-    with pytest.raises(ValueError, match=message):
-        sampling.sample(params, CONFIG, call.pop("prompts"), max_new_tokens=16, rng=jax.random.key(0), **call)

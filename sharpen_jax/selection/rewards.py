@@ -46,11 +46,20 @@ class RewardInputs:
     def build(cls, prompts: Sequence[str], questions: Sequence[str], completions: Sequence[Sequence[str]],
               token_logprobs_BNC, lengths_BN, answers: Sequence[Sequence[str | None]]) -> RewardInputs:
         """Validate shapes and convert lists to arrays; errors name the mismatched input."""
-        token_logprobs_BNC = np.asarray(token_logprobs_BNC, np.float64)
-        lengths_BN = np.asarray(lengths_BN, np.int64)
+        token_logprobs_BNC = np.asarray(token_logprobs_BNC)
         if token_logprobs_BNC.ndim != 3:
             raise ValueError(f"token_logprobs_BNC must be [B, N, C], got shape {token_logprobs_BNC.shape}")
-        b, n, _ = token_logprobs_BNC.shape
+        token_logprobs_BNC = token_logprobs_BNC.astype(np.float64)
+        if np.isnan(token_logprobs_BNC).any() or (token_logprobs_BNC == np.inf).any():
+            raise ValueError("token_logprobs_BNC holds NaN or +inf; expected log-probabilities (<= 0, -inf allowed)")
+        b, n, c = token_logprobs_BNC.shape
+        lengths_BN = np.asarray(lengths_BN)
+        if lengths_BN.size and not np.issubdtype(lengths_BN.dtype, np.integer):
+            raise TypeError(f"lengths_BN has dtype {lengths_BN.dtype}; expected integer token counts")
+        lengths_BN = lengths_BN.astype(np.int64)
+        if lengths_BN.size and (lengths_BN.min() < 0 or lengths_BN.max() > c):
+            raise ValueError(f"lengths_BN holds {int(lengths_BN.min())}..{int(lengths_BN.max())}; expected "
+                             f"completion lengths in [0, C = {c}]")
         fields = {"prompts": object_array(prompts, 1), "questions": object_array(questions, 1),
                   "completions": object_array(completions, 2), "answers": object_array(answers, 2),
                   "lengths_BN": lengths_BN}
