@@ -13,7 +13,7 @@ import argparse
 import jax
 import numpy as np
 
-from sharpen_jax import sampling, tokenizer, weights
+from sharpen_jax import checks, sampling, tokenizer, weights
 
 QUESTIONS = ("What is 27 + 45?", "Name the largest planet in the solar system.")
 
@@ -26,8 +26,14 @@ def main(argv=None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    config, params = weights.load(args.model)
-    tok = tokenizer.load(args.model)
+    try:
+        checks.integer("--num-samples", args.num_samples, 1)
+        checks.integer("--max-new-tokens", args.max_new_tokens, 1)
+        weights.resolve(args.model)  # a missing model is reported before anything loads
+        config, params = weights.load(args.model)
+        tok = tokenizer.load(args.model)
+    except (OSError, ValueError) as err:
+        parser.error(str(err))  # one line and exit status 2, no traceback
     chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
     generations = sampling.generate(config, params, tok, chats, chat=True, num_samples=args.num_samples,
                                     max_new_tokens=args.max_new_tokens, rng=jax.random.key(args.seed))

@@ -4,6 +4,8 @@ host before any jitted model code runs or a model loads (`bad_inputs_lib.check_c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import jax
@@ -12,7 +14,8 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer, models, pre_tokenizers
 
 from bad_inputs_lib import Case, check_case, ids
-from sharpen_jax import scoring, sampling, tokenizer as tokenizer_lib, weights
+from sharpen_jax import demo, scoring, sampling, tokenizer as tokenizer_lib, weights
+from sharpen_jax.tasks import __main__ as tasks_cli
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.selection import RewardInputs
 from sharpen_jax.testing import random_params
@@ -276,7 +279,48 @@ def _model_config_cases() -> list[Case]:
             for name, changes, message in cases]
 
 
-CASES = _sampler_cases() + _scorer_cases() + _reward_cases() + _tokenizer_cases() + _model_config_cases()
+def _cli(main, argv: list[str]):
+    """Run a module's main(argv) in process; its exit status (returned or raised) as a SystemExit
+    carrying what it printed to stderr."""
+    def call(tmp_path):
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                status = main([a.replace("TMP", str(tmp_path)) for a in argv])
+        except SystemExit as exit_:
+            status = exit_.code
+        exit_ = SystemExit(status)
+        exit_.stderr_text = stderr.getvalue()
+        raise exit_
+    return call
+
+
+def _cli_cases() -> list[Case]:
+    cases = [
+        ("demo:num-samples-zero", demo.main, ["--num-samples", "0"], r"--num-samples=0; expected an integer >= 1"),
+        ("demo:max-new-tokens-negative", demo.main, ["--max-new-tokens", "-1"],
+         r"--max-new-tokens=-1; expected an integer >= 1"),
+        ("demo:model-missing", demo.main, ["--model", "TMP/none"], r"model path '.*/none' does not exist"),
+        ("tasks:num-shots-negative", tasks_cli.main, ["arithmetic", "--num-shots", "-3"],
+         r"--num-shots=-3; expected an integer >= 0"),
+        ("tasks:show-negative", tasks_cli.main, ["arithmetic", "--show", "-1"], r"--show=-1; expected an integer >= 0"),
+        ("tasks:data-dir-missing", tasks_cli.main, ["gsm8k", "--data-dir", "TMP/none"],
+         r"data_dir '.*/none' does not exist"),
+        ("tasks:bad-option-value", tasks_cli.main, ["arithmetic", "--option", "digits=abc"],
+         r"digits must be an int in \[1, 30\], got 'abc'"),
+    ]
+    return [Case(f"cli:{name}", _cli(main, argv), SystemExit, message) for name, main, argv, message in cases]
+
+
+def test_cli_errors_exit_with_status_2(tmp_path, monkeypatch):
+    """The command lines above exit with status 2 (a usage error), not 1 or a traceback."""
+    for case in _cli_cases():
+        err = check_case(case, tmp_path, monkeypatch)
+        assert err.code == 2, f"{case.id}: exit status {err.code}"
+        assert "Traceback" not in err.stderr_text, case.id
+
+
+CASES = _sampler_cases() + _scorer_cases() + _reward_cases() + _tokenizer_cases() + _model_config_cases() + _cli_cases()
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from sharpen_jax import checks
 from sharpen_jax.tasks import registry
 
 
@@ -61,18 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build", default=None, metavar="DIR", help="build array_record here")
     args = parser.parse_args(argv)
 
-    options = parse_options(args.option)
     file_args = {"data_dir": args.data_dir} if registry.reads_files(args.name) else {}
     try:
+        checks.integer("--show", args.show, 0)
+        checks.integer("--num-shots", args.num_shots, 0)
+        options = parse_options(args.option)
         task = registry.get(args.name, **file_args, **options)
         examples = task.examples(args.split)
+        shown = list(examples[: args.show])
+        prompts = [task.format_prompt(e, num_shots=args.num_shots, chat=args.chat) for e in shown]
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"task {task.name!r}: split {args.split!r} has {len(examples)} examples; "
           f"splits {list(task.splits)}; stop {task.stop!r}")
-    shown = list(examples[: args.show])
-    prompts = [task.format_prompt(e, num_shots=args.num_shots, chat=args.chat) for e in shown]
     if args.build:
         from sharpen_jax.tasks import pipeline, storage
 
