@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,23 @@ class RopeScaling:
     low_freq_factor: float
     high_freq_factor: float
     original_max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LongRopeScaling:
+    """Phi-3 "longrope" RoPE scaling (HF `rope_type="longrope"`, formerly "su").
+
+    inv_freq_i = 1 / (factor_i * theta^(2i/H)), with `short_factor` while the sequence (the largest
+    position + 1 of the call) fits in `original_max_position_embeddings` and `long_factor` beyond
+    it; cos and sin are multiplied by `attention_factor`
+    (sqrt(1 + log(s) / log(original_max_position_embeddings)) with s = max_position_embeddings /
+    original_max_position_embeddings, unless the checkpoint sets it).
+    """
+
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position_embeddings: int
+    attention_factor: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +62,7 @@ class TransformerConfig:
     hidden_dim: int
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10_000.0
-    rope_scaling: RopeScaling | None = None
+    rope_scaling: RopeScaling | LongRopeScaling | None = None
     max_seq_len: int = 2048
     tie_embeddings: bool = True
     qkv_bias: bool = False
@@ -67,6 +84,11 @@ class TransformerConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if isinstance(self.rope_scaling, LongRopeScaling):
+            for name in ("short_factor", "long_factor"):
+                if len(getattr(self.rope_scaling, name)) != self.head_dim // 2:
+                    raise ValueError(f"rope_scaling.{name} has {len(getattr(self.rope_scaling, name))} entries; "
+                                     f"expected head_dim / 2 = {self.head_dim // 2}")
         for name in ("dtype", "param_dtype"):
             value = getattr(self, name)
             if value not in ("float32", "bfloat16", "float16"):
@@ -110,8 +132,12 @@ class TransformerConfig:
     @classmethod
     def from_json(cls, text: str) -> TransformerConfig:
         data = json.loads(text)
-        if data.get("rope_scaling") is not None:
-            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
+        scaling = data.get("rope_scaling")
+        if scaling is not None and "short_factor" in scaling:
+            data["rope_scaling"] = LongRopeScaling(**{**scaling, "short_factor": tuple(scaling["short_factor"]),
+                                                      "long_factor": tuple(scaling["long_factor"])})
+        elif scaling is not None:
+            data["rope_scaling"] = RopeScaling(**scaling)
         return cls(**data)
 
     # Presets. Shapes follow the public HF config.json of each model.
@@ -157,17 +183,23 @@ class TransformerConfig:
 
     @classmethod
     def phi3_mini(cls, **overrides) -> TransformerConfig:
-        """Phi-3-mini shapes (its fused qkv/gate_up weights are split on load into our layout)."""
+        """Phi-3-mini-4k shapes (its fused qkv/gate_up weights are split on load into our layout)."""
         base = dict(vocab_size=32064, dim=3072, num_layers=32, num_heads=32, num_kv_heads=32, head_dim=96,
-                    hidden_dim=8192, max_seq_len=4096, tie_embeddings=False)
+                    hidden_dim=8192, max_seq_len=4096, tie_embeddings=False, sliding_window=2047,
+                    architecture="phi3")
         return cls(**{**base, **overrides})
 
 
-def rope_inverse_frequencies(config: TransformerConfig) -> np.ndarray:
-    """Inverse frequencies theta^(-2i/H), with Llama-3 scaling applied when configured (HF semantics)."""
+def rope_inverse_frequencies(config: TransformerConfig, long: bool = False) -> np.ndarray:
+    """Inverse frequencies theta^(-2i/H), with Llama-3 scaling applied when configured (HF semantics);
+    under longrope, divided by the short factors (or the long ones when `long`)."""
     h = config.head_dim
     inv_freq = 1.0 / (np.float32(config.rope_theta) ** (np.arange(0, h, 2).astype(np.float32) / np.float32(h)))
     scaling = config.rope_scaling
+    if isinstance(scaling, LongRopeScaling):
+        factors = np.asarray(scaling.long_factor if long else scaling.short_factor, np.float32)
+        return (1.0 / (factors * np.float32(config.rope_theta) ** (np.arange(0, h, 2).astype(np.float32)
+                                                                    / np.float32(h)))).astype(np.float32)
     if scaling is None:
         return inv_freq.astype(np.float32)
     low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sharpen_jax.config import TransformerConfig, rope_inverse_frequencies
+from sharpen_jax.config import LongRopeScaling, TransformerConfig, rope_inverse_frequencies
 
 Cache = dict[str, jax.Array]
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -55,10 +55,21 @@ class RMSNorm(nn.Module):
 
 
 def rotary_tables(config: TransformerConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """cos/sin tables [B, T, H] for rotate-half RoPE (HF convention: frequencies repeated twice)."""
-    inv_freq = jnp.asarray(rope_inverse_frequencies(config))
-    angles_BTh = positions_BT.astype(jnp.float32)[..., None] * inv_freq[None, None, :]
+    """cos/sin tables [B, T, H] for rotate-half RoPE (HF convention: frequencies repeated twice).
+
+    Under longrope (Phi-3) the long factors apply when the call's largest position + 1 exceeds
+    original_max_position_embeddings (HF's dynamic switch), and cos/sin carry the attention factor.
+    """
+    positions_BT1 = positions_BT.astype(jnp.float32)[..., None]
+    angles_BTh = positions_BT1 * jnp.asarray(rope_inverse_frequencies(config))[None, None, :]
+    scaling = config.rope_scaling
+    if isinstance(scaling, LongRopeScaling):
+        long_BTh = positions_BT1 * jnp.asarray(rope_inverse_frequencies(config, long=True))[None, None, :]
+        angles_BTh = jnp.where(jnp.max(positions_BT) + 1 > scaling.original_max_position_embeddings, long_BTh,
+                               angles_BTh)
     angles_BTH = jnp.concatenate([angles_BTh, angles_BTh], axis=-1)
+    if isinstance(scaling, LongRopeScaling):
+        return jnp.cos(angles_BTH) * scaling.attention_factor, jnp.sin(angles_BTH) * scaling.attention_factor
     return jnp.cos(angles_BTH), jnp.sin(angles_BTH)
 
 

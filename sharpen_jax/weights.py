@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import importlib.util
 import os
 from typing import Callable
@@ -18,7 +19,7 @@ import numpy as np
 
 from sharpen_jax import checks, gguf_reader
 from sharpen_jax.jsonl import read_json
-from sharpen_jax.config import TransformerConfig, RopeScaling
+from sharpen_jax.config import SUPPORTED_ARCHITECTURES, LongRopeScaling, RopeScaling, TransformerConfig
 from sharpen_jax.sharding import param_shardings
 from sharpen_jax.model import param_shapes
 
@@ -92,16 +93,49 @@ def _hf_field(hf: dict, config_path: str, key: str, kind: str, *, default=None, 
         raise WeightsError(f"{config_path}: {err}") from None
 
 
+def _longrope(hf: dict, rope: dict, config_path: str, max_positions: int) -> LongRopeScaling:
+    """Phi-3's longrope scaling from a config.json, with HF's defaults for the attention factor."""
+    source = rope if "original_max_position_embeddings" in rope else hf
+    original = _hf_field(source, config_path, "original_max_position_embeddings", "int", minimum=1,
+                         default=max_positions)
+    factors = {}
+    for name in ("short_factor", "long_factor"):
+        values = rope.get(name)
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   and v > 0 for v in values):
+            raise WeightsError(f"{config_path}: rope_scaling.{name}={values!r}; expected a list of positive numbers")
+        factors[name] = tuple(float(v) for v in values)
+    attention = rope.get("attention_factor")
+    if attention is None:
+        scale = rope.get("factor") or max_positions / original
+        attention = 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original))
+    attention = _hf_field({"attention_factor": attention}, config_path, "attention_factor", "float", minimum=0)
+    return LongRopeScaling(factors["short_factor"], factors["long_factor"], original, attention)
+
+
 def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
-    """TransformerConfig from a Hugging Face config.json (llama, mistral, qwen2); every field read is
-    checked for type and range, and an error names the key and the file."""
+    """TransformerConfig from a Hugging Face config.json (llama, mistral, qwen2, phi3); every field read
+    is checked for type and range, and an error names the key and the file."""
     hf = read_json(config_path, error=WeightsError)
     if not isinstance(hf, dict):
         raise WeightsError(f"{config_path}: holds a JSON {type(hf).__name__}; expected an object")
     model_type = hf.get("model_type")
-    if model_type not in ("llama", "mistral", "qwen2"):
-        raise WeightsError(f"{config_path}: model_type={model_type!r} is not supported; expected llama, mistral "
-                           f"or qwen2")
+    if model_type == "phi3small":
+        raise WeightsError(f"{config_path}: model_type='phi3small' (Phi-3-small: blocksparse attention, GEGLU MLP, "
+                           f"muP scaling) is not supported; Phi-3-mini, Phi-3-medium and Phi-3.5-mini (phi3) are")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise WeightsError(f"{config_path}: model_type={model_type!r} is not supported; expected one of "
+                           f"{list(SUPPORTED_ARCHITECTURES)}")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise WeightsError(f"{config_path}: hidden_act={hf['hidden_act']!r} is not supported; expected 'silu' "
+                           f"(SwiGLU MLP)")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise WeightsError(f"{config_path}: rope_scaling={rope!r}; expected an object or null")
+    partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        raise WeightsError(f"{config_path}: partial_rotary_factor={partial!r} is not supported; expected 1.0 "
+                           f"(rotary embedding over the whole head)")
     missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
     if missing:
         raise WeightsError(f"{config_path}: missing required keys {missing}")
@@ -117,12 +151,10 @@ def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
             raise WeightsError(f"{config_path}: hidden_size={dim} is not a multiple of num_attention_heads={heads}; "
                                f"expected an explicit head_dim")
         head_dim = dim // heads
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if not isinstance(rope, dict):
-        raise WeightsError(f"{config_path}: rope_scaling={rope!r}; expected an object or null")
     rope_theta = hf["rope_theta"] if "rope_theta" in hf else rope.get("rope_theta", 10_000.0)
     rope_theta = _hf_field({"rope_theta": rope_theta}, config_path, "rope_theta", "float", minimum=0)
     scaling = None
+    max_positions = field("max_position_embeddings", "int", minimum=1, default=2048)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type == "llama3":
         rope_field = functools.partial(_hf_field, rope, config_path)
@@ -130,16 +162,18 @@ def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
                               rope_field("low_freq_factor", "float", minimum=0, required=True),
                               rope_field("high_freq_factor", "float", minimum=0, required=True),
                               rope_field("original_max_position_embeddings", "int", minimum=1, required=True))
+    elif rope_type in ("longrope", "su"):
+        scaling = _longrope(hf, rope, config_path, max_positions)
     elif rope_type not in ("default", None):
-        raise WeightsError(f"{config_path}: rope_type={rope_type!r} is not supported (default or llama3)")
-    use_sliding = model_type == "mistral" or field("use_sliding_window", "bool", default=False)
+        raise WeightsError(f"{config_path}: rope_type={rope_type!r} is not supported (default, llama3 or longrope)")
+    use_sliding = model_type in ("mistral", "phi3") or field("use_sliding_window", "bool", default=False)
     fields = dict(
         vocab_size=field("vocab_size", "int", minimum=1, required=True), dim=dim,
         num_layers=field("num_hidden_layers", "int", minimum=1, required=True), num_heads=heads,
         num_kv_heads=kv_heads, head_dim=head_dim,
         hidden_dim=field("intermediate_size", "int", minimum=1, required=True),
         rms_norm_eps=field("rms_norm_eps", "float", minimum=0, default=1e-6), rope_theta=rope_theta,
-        rope_scaling=scaling, max_seq_len=field("max_position_embeddings", "int", minimum=1, default=2048),
+        rope_scaling=scaling, max_seq_len=max_positions,
         tie_embeddings=field("tie_word_embeddings", "bool", default=False), qkv_bias=model_type == "qwen2",
         sliding_window=field("sliding_window", "int", minimum=1) if use_sliding else None,
         architecture=model_type)
@@ -176,6 +210,34 @@ def _hf_tensor_reader(directory: str) -> Callable[[str], np.ndarray | None]:
             raise WeightsError(f"{index[name]}: cannot read tensor {name!r} ({err})") from err
 
     return read
+
+
+def _unfused_phi3_reader(config: TransformerConfig, read: Callable[[str], np.ndarray | None],
+                         source: str) -> Callable[[str], np.ndarray | None]:
+    """A reader that serves Phi-3's fused tensors under our per-projection names: rows [0, N*H) of
+    `qkv_proj` are q, the next K*H are k, the last K*H are v; the first F rows of `gate_up_proj` are
+    the gate (HF Phi3MLP: gate, up = gate_up_proj(x).chunk(2))."""
+    q, kv, f = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim, config.hidden_dim
+    parts = {"self_attn.q_proj.weight": ("self_attn.qkv_proj.weight", 0, q, q + 2 * kv),
+             "self_attn.k_proj.weight": ("self_attn.qkv_proj.weight", q, q + kv, q + 2 * kv),
+             "self_attn.v_proj.weight": ("self_attn.qkv_proj.weight", q + kv, q + 2 * kv, q + 2 * kv),
+             "mlp.gate_proj.weight": ("mlp.gate_up_proj.weight", 0, f, 2 * f),
+             "mlp.up_proj.weight": ("mlp.gate_up_proj.weight", f, 2 * f, 2 * f)}
+
+    def split_read(name: str) -> np.ndarray | None:
+        for suffix, (fused, start, stop, rows) in parts.items():
+            if name.endswith(suffix):
+                fused_name = name[: -len(suffix)] + fused
+                tensor = read(fused_name)
+                if tensor is None:
+                    return None
+                if tensor.shape[0] != rows:
+                    raise WeightsError(f"{source}: tensor {fused_name!r} has {tensor.shape[0]} rows; the config "
+                                       f"implies {rows}")
+                return tensor[start:stop]
+        return read(name)
+
+    return split_read
 
 
 def assemble(config: TransformerConfig, read: Callable[[str], np.ndarray | None], source: str,
@@ -246,6 +308,8 @@ def load(path: str, *, mesh=None, dtype: str | None = None) -> tuple[Transformer
             raise WeightsError(f"{path}: no config.json in the checkpoint directory")
         config = config_from_hf(config_path, **overrides)
         read = _hf_tensor_reader(path)
+        if config.architecture == "phi3":
+            read = _unfused_phi3_reader(config, read, path)
         return config, assemble(config, read, path, mesh)
     if path.endswith(".gguf"):
         config, read = gguf_reader.open_gguf(path)

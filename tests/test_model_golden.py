@@ -16,12 +16,15 @@ from conftest import GOLDEN
 from sharpen_jax import model, weights
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
-def test_tiny_model_logits_match_transformers(arch):
-    config, params = weights.load(os.path.join(GOLDEN, arch))
-    golden = np.load(os.path.join(GOLDEN, arch, "logits.npz"))
+TINY = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "phi3_longrope": "phi3"}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_model_logits_match_transformers(name):
+    config, params = weights.load(os.path.join(GOLDEN, name))
+    golden = np.load(os.path.join(GOLDEN, name, "logits.npz"))
     logits, _ = model.forward(params, config, jnp.asarray(golden["input_ids"]))
-    assert config.architecture == arch
+    assert config.architecture == TINY[name]
     np.testing.assert_allclose(np.asarray(logits), golden["logits"], atol=1e-4, rtol=0)
 
 
@@ -33,6 +36,50 @@ def test_golden_configs_exercise_each_feature():
     assert llama.rope_scaling is not None and not llama.tie_embeddings
     assert mistral.sliding_window == 5
     assert qwen2.qkv_bias and qwen2.tie_embeddings
+
+
+def test_phi3_goldens_exercise_fused_weights_sliding_window_and_longrope():
+    """Phi-3's fused qkv/gate_up tensors are the only projection tensors in the checkpoints, the window
+    is applied, and the longrope golden's input is long enough that the long factors (and the
+    attention factor) matter: replacing them by the short ones, or dropping the factor, breaks parity."""
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(GOLDEN, "phi3", "model.safetensors"), framework="numpy") as f:
+        names = set(f.keys())
+    assert "model.layers.0.self_attn.qkv_proj.weight" in names and "model.layers.0.mlp.gate_up_proj.weight" in names
+    assert not any(n.endswith((".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".gate_proj.weight",
+                               ".up_proj.weight")) for n in names)
+    phi3, params = weights.load(os.path.join(GOLDEN, "phi3"))
+    golden = np.load(os.path.join(GOLDEN, "phi3", "logits.npz"))
+    unwindowed, _ = model.forward(params, phi3.replace(sliding_window=None), jnp.asarray(golden["input_ids"]))
+    assert phi3.sliding_window == 7 and np.abs(np.asarray(unwindowed) - golden["logits"]).max() > 1e-2
+
+    config, params = weights.load(os.path.join(GOLDEN, "phi3_longrope"))
+    golden = np.load(os.path.join(GOLDEN, "phi3_longrope", "logits.npz"))
+    scaling = config.rope_scaling
+    assert golden["input_ids"].shape[1] > scaling.original_max_position_embeddings
+    np.testing.assert_allclose(scaling.attention_factor, np.sqrt(1 + np.log(256 / 16) / np.log(16)), rtol=1e-6)
+    for wrong in (scaling.__class__(scaling.short_factor, scaling.short_factor,
+                                    scaling.original_max_position_embeddings, scaling.attention_factor),
+                  scaling.__class__(scaling.short_factor, scaling.long_factor,
+                                    scaling.original_max_position_embeddings, 1.0)):
+        logits, _ = model.forward(params, config.replace(rope_scaling=wrong), jnp.asarray(golden["input_ids"]))
+        assert np.abs(np.asarray(logits) - golden["logits"]).max() > 1e-2
+
+
+def test_phi3_checkpoint_formats_give_the_same_longrope_config(tmp_path):
+    """The transformers-4 layout of a Phi-3.5 config.json (rope_scaling of type "su"/"longrope",
+    original_max_position_embeddings at the top level) reads as the transformers-5 layout does."""
+    import json
+
+    new = json.loads(open(os.path.join(GOLDEN, "phi3_longrope", "config.json")).read())
+    rope = new.pop("rope_parameters")
+    for kind in ("su", "longrope"):
+        old = {**new, "rope_theta": rope["rope_theta"],
+               "rope_scaling": {"type": kind, "short_factor": rope["short_factor"], "long_factor": rope["long_factor"]}}
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        assert weights.config_from_hf(str(tmp_path / "config.json")) == weights.config_from_hf(
+            os.path.join(GOLDEN, "phi3_longrope", "config.json"))
 
 
 def test_sliding_window_changes_logits():
