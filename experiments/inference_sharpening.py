@@ -102,7 +102,7 @@ def validate(config) -> dict[str, tasks.Task]:
         common.check_int(config, f"tasks.{name}.num_shots", 0)
         common.check_int(config, f"tasks.{name}.max_new_tokens", 1)
         try:
-            task = tasks.get(name, data_dir=config.data_dir or None, **entry.options.to_dict())
+            task = tasks.get(entry.task or name, data_dir=config.data_dir or None, **entry.options.to_dict())
             available = len(task.examples(config.split))
         except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
             raise common.ConfigError(f"config.tasks.{name}: {err}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
@@ -22,6 +23,15 @@ from sharpen_jax.config import TransformerConfig
 CHAR_TOKENIZER = "char"
 RANDOM_SHAPE = {"dim": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "head_dim": 8, "hidden_dim": 64,
                 "max_seq_len": 2048}
+
+
+CHECKPOINTS_ENV = "SHARPEN_JAX_CHECKPOINTS"
+
+
+def checkpoint_dir(name: str) -> str:
+    """The HF checkpoint directory `name` (e.g. "Phi-3.5-mini-instruct", the Hugging Face repository
+    name) under $SHARPEN_JAX_CHECKPOINTS (default /checkpoints): where the paper presets look."""
+    return os.path.join(os.environ.get(CHECKPOINTS_ENV, "/checkpoints"), name)
 
 
 @dataclasses.dataclass
@@ -65,8 +75,9 @@ def load_tokenizer(spec: str):
 
 
 def load_model(spec: str, *, tokenizer_spec: str = "", random_shape: dict | None = None, dtype: str = "",
-               mesh: jax.sharding.Mesh | None = None) -> LoadedModel:
-    """Weights and tokenizer of a model spec, parameters placed in the decode layout of `mesh` if given."""
+               mesh: jax.sharding.Mesh | None = None, decode_layout: bool = True) -> LoadedModel:
+    """Weights and tokenizer of a model spec, parameters placed on `mesh` if given: in the decode
+    layout, or in the train layout (`sharding.param_shardings`) when not `decode_layout`."""
     if testing.is_random_spec(spec):
         tok = load_tokenizer(tokenizer_spec)
         config, params = testing.random_model(spec, tok.vocab_size, dict(random_shape or RANDOM_SHAPE))
@@ -74,5 +85,5 @@ def load_model(spec: str, *, tokenizer_spec: str = "", random_shape: dict | None
         config, params = weights.load(spec, dtype=dtype or None, mesh=mesh)
         tok = load_tokenizer(tokenizer_spec or spec)
     if mesh is not None:
-        params = jax.device_put(params, sharding.param_shardings(params, mesh, decode=True))
+        params = jax.device_put(params, sharding.param_shardings(params, mesh, decode=decode_layout))
     return LoadedModel(spec, config, params, tok)

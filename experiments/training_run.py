@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments import common, workdir as workdir_lib
 from experiments.models import CHAR_TOKENIZER, check_model_spec, load_model
-from sharpen_jax import rollouts, tasks
+from sharpen_jax import rollouts, sharding, tasks
 from sharpen_jax.jsonl import read_json, write_json
 from sharpen_jax.metrics import plot_training_curves
 from sharpen_jax.methods.registry import LossEntry
@@ -26,6 +26,7 @@ from sharpen_jax.selection.rewards import BUILTIN
 from sharpen_jax.training import TrainRun, TrainState, lora, make_optimizer, train_loop
 from sharpen_jax.training.optim import SCHEDULES
 from sharpen_jax.training.policies import Policy, make_policy_state
+from sharpen_jax.training.train_state import train_state_sharding
 
 TABLE_COLUMNS = ("greedy_accuracy", "sample_accuracy", "sample_logp", "bon_accuracy")
 RESULTS = "results.json"
@@ -68,6 +69,7 @@ def validate(cfg, reference, *, self_rewards) -> tasks.Task:
     for key in ("save_every", "log_every", "max_to_keep", "grad_accum_steps"):
         common.check_int(cfg, f"train.{key}", 1)
     common.check_int(cfg, "train.eval_every", 0)
+    check_mesh(cfg)
     common.check_int(cfg, "task.num_shots", 0)
     common.check_int(cfg, "task.num_train_prompts", 1)
     common.check_int(cfg, "task.num_eval_prompts", 1)
@@ -85,6 +87,28 @@ def validate(cfg, reference, *, self_rewards) -> tasks.Task:
             raise
         raise common.ConfigError(f"config.task ({cfg.task.name!r}): {err}") from None
     return task
+
+
+def check_mesh(cfg) -> None:
+    """config.mesh: integer axis sizes (>= 1, or -1 for the remaining devices on at most one axis)
+    whose product fits this process's devices; a ConfigError naming the key otherwise."""
+    sizes = {axis: cfg.mesh[axis] for axis in ("data", "fsdp", "model")}
+    for axis, size in sizes.items():
+        if size != -1:
+            common.check_int(cfg, f"mesh.{axis}", 1)
+    if list(sizes.values()).count(-1) > 1:
+        raise common.ConfigError(f"config.mesh={sizes}; at most one axis may be -1")
+    devices = jax.device_count()
+    known = int(np.prod([s for s in sizes.values() if s != -1]))
+    if (-1 in sizes.values() and devices % known) or (-1 not in sizes.values() and known not in (1, devices)):
+        raise common.ConfigError(f"config.mesh={sizes} does not fit the {devices} devices here; expected sizes "
+                                 f"whose product is {devices} (or all 1 for one device)")
+
+
+def make_mesh(cfg) -> jax.sharding.Mesh | None:
+    """The run's (data, fsdp, model) mesh, or None for the single-device default (all sizes 1)."""
+    sizes = {axis: cfg.mesh[axis] for axis in ("data", "fsdp", "model")}
+    return None if set(sizes.values()) == {1} else sharding.make_mesh(**sizes)
 
 
 def task_options(cfg) -> dict:
@@ -107,6 +131,7 @@ class Setup:
     eval_prompts: rollouts.PromptSet
     sample_fn: rollouts.SampleFn
     score_batch_size: int
+    mesh: jax.sharding.Mesh | None = None  # base parameters are in its train layout when set
 
     def base_token_logprobs(self, prompt_tokens, prompt_valid, tokens_BNC, valid_BNC) -> np.ndarray:
         """Per-token log pi_base of completions another policy sampled, float32[B, N, C]."""
@@ -120,8 +145,9 @@ class Setup:
 
 def prepare(cfg, task, sample_fn: rollouts.SampleFn | None = None) -> Setup:
     """Load the model, encode the train/eval prompts of `task`, build the sampler."""
+    mesh = make_mesh(cfg)
     model = load_model(cfg.model, tokenizer_spec=cfg.tokenizer, random_shape=cfg.random_model.to_dict(),
-                       dtype=cfg.dtype)
+                       dtype=cfg.dtype, mesh=mesh, decode_layout=False)
     train = list(task.examples("train"))[:cfg.task.num_train_prompts]
     held_out = list(task.examples("test"))[:cfg.task.num_eval_prompts]
     tok = model.tokenizer
@@ -130,9 +156,9 @@ def prepare(cfg, task, sample_fn: rollouts.SampleFn | None = None) -> Setup:
     eval_prompts = rollouts.encode_prompts(tok, task, held_out, cfg.task.num_shots, length)
     if sample_fn is None:
         sample_fn = rollouts.make_sampler(model.config, tok, max_new_tokens=cfg.sampling.max_new_tokens,
-                                          stop_strings=task.stop)
+                                          stop_strings=task.stop, mesh=mesh)
     return Setup(model.config, model.params, tok, task, train_prompts, eval_prompts, sample_fn,
-                 cfg.sampling.batch_size)
+                 cfg.sampling.batch_size, mesh)
 
 
 def self_reward_fn(cfg, setup: Setup) -> rollouts.ScoreFn:
@@ -152,7 +178,17 @@ def make_policy(cfg, setup: Setup, num_steps: int) -> tuple[Policy, TrainState, 
     policy, state = make_policy_state(setup.config, setup.base_params, tx, jax.random.key(cfg.seed),
                                       lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
                                       lora_targets=tuple(t for t in cfg.lora.targets.split(",") if t))
+    if setup.mesh is not None:
+        state = jax.device_put(state, state_shardings(state, setup.mesh))
     return policy, state, tx, schedule
+
+
+def state_shardings(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
+    """The train layout of every leaf of `state` on `mesh`: parameters (LoRA adapters or full
+    weights) and the frozen base weights by `sharding.param_shardings`, Adam's moments like their
+    parameters, counters replicated."""
+    frozen = None if state.frozen is None else sharding.param_shardings(state.frozen, mesh)
+    return train_state_sharding(state, mesh, sharding.param_shardings(state.params, mesh), frozen)
 
 
 def evaluate(setup: Setup, params: dict, eval_cfg, *, num_prompts: int | None = None,
@@ -231,9 +267,13 @@ def train(cfg, setup: Setup, workdir: str, *, loss: LossEntry, hyperparameters: 
     through the policy; `eval_hook(state, metrics)` may add to (or act on) the held-out metrics.
     """
     policy, init_state, tx, schedule = make_policy(cfg, setup, num_steps)
+    mesh_kwargs = {}
+    if setup.mesh is not None:
+        mesh_kwargs = dict(mesh=setup.mesh, state_sharding=state_shardings(init_state, setup.mesh),
+                           ref_sharding=sharding.param_shardings(setup.base_params, setup.mesh))
     step_fn = loss.make_step(policy.logprob_fn, tx, ref_logprob_fn=policy.ref_logprob_fn,
                              hyperparameters=hyperparameters, grad_accum_steps=cfg.train.grad_accum_steps,
-                             learning_rate_fn=schedule)
+                             learning_rate_fn=schedule, **mesh_kwargs)
 
     def update(state, step):
         batch, num_tokens = batch_for_step(policy, state, step)

@@ -37,9 +37,9 @@ ScoreFn = Callable[["PromptSet", np.ndarray, np.ndarray, np.ndarray], np.ndarray
 
 
 def make_sampler(config: TransformerConfig, tokenizer: Any, *, max_new_tokens: int,
-                 stop_strings: Sequence[str] = (), max_rows: int = 256) -> SampleFn:
+                 stop_strings: Sequence[str] = (), max_rows: int = 256, mesh=None) -> SampleFn:
     """A `SampleFn` over `sharpen_jax.sampling.sample`; temperature 0 is greedy. Completions end with
-    (and include) the EOS or stop-string-completing token."""
+    (and include) the EOS or stop-string-completing token. With a `mesh`, rows are sharded over it."""
     stop = StopSpec.from_tokenizer(tokenizer, tuple(stop_strings))
 
     def sample_fn(params, prompt_tokens_BP, prompt_valid_BP, key, num_samples: int, temperature: float):
@@ -47,7 +47,7 @@ def make_sampler(config: TransformerConfig, tokenizer: Any, *, max_new_tokens: i
                                                              np.asarray(prompt_valid_BP, bool))]
         out = sampling.sample(params, config, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
                               temperature=float(temperature), stop=stop, rng=key, max_rows=max_rows,
-                              pad_id=tokenizer.pad_id)
+                              pad_id=tokenizer.pad_id, mesh=mesh)
         valid_BNC = np.arange(out.tokens.shape[-1]) < out.lengths[..., None]
         return out.tokens, valid_BNC, np.where(valid_BNC, out.model_logprobs, 0.0).astype(np.float32)
 

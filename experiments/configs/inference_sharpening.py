@@ -15,12 +15,22 @@ Presets:
   current sampler: 7.4 minutes wall, 10 CPU-minutes on 2 cores. Expected result: best-of-N above
   one sample on arithmetic and, except log-likelihood at large N, on ProntoQA; every reward at 0
   on GSM8K at N = 32; docs/RESULTS.md has the table.
-* `paper`: the paper's protocol: 256 test prompts per task, 1-shot prompts (Game of 24
-  zero-shot), at most 512 new tokens, N_max = 50 at temperature 1, greedy baseline, pass@N;
-  models are HF checkpoint directories under $SHARPEN_JAX_CHECKPOINTS (override with
-  --config.models="('/path/a', '/path/b')"), bfloat16, sharded over all devices. Hours on 8
-  accelerators; expected result (the paper's): best-of-N above a single sample everywhere, above
-  greedy for some model-task pairs, gains flattening by N = 10-20.
+* `paper`: the paper's protocol (Huang et al. 2024, App. A.1-A.2; tests/test_paper_presets.py
+  asserts every value): the models Phi-3-mini, Phi-3-medium, Phi-3.5-mini, Llama-3.2-3B-Instruct
+  and Mistral-7B-Instruct-v0.3 as HF checkpoint directories named as on the Hugging Face hub under
+  $SHARPEN_JAX_CHECKPOINTS (`models.checkpoint_dir`); Phi-3-small is left out, since its
+  architecture (blocksparse attention) is not supported, and gpt-3.5-turbo-instruct is an API
+  model. Tasks MATH, GSM8K, ProntoQA, MMLU college biology / physics / chemistry and Game of 24,
+  256 test prompts each (all of an MMLU subject's test split where it has fewer: 144, 102, 100),
+  1-shot (Game of 24 zero-shot), at most 512 new tokens; N_max = 50 at T = 1, smaller N by
+  subsampling the 50; greedy baseline; log-likelihood, length-normalized and majority rewards;
+  pass@50 as the skyline. bfloat16 parameters and compute (log-probs in float32), sharded over
+  all devices of every host. Where we differ: the paper averages smaller N over 10 subsampling
+  seeds; here best-of-N at N < 50 is the mean over all C(50, N) subsets (exact where at most
+  `max_exact_subsets`, else `num_draws` random ones), the expectation those seeds estimate.
+  MATH reads `<data_dir>/math/{train,test}.jsonl` and MMLU `<data_dir>/mmlu/` in the CSV layout
+  of `sharpen_jax.tasks.multiple_choice`. `python -m experiments.plan --config=...:paper`
+  prints what it costs first.
 
 Every key below is documented where it is set in `defaults()`; a config with any other key is an
 error naming the key.
@@ -33,13 +43,15 @@ import os
 import ml_collections
 
 from experiments import common
-from experiments.models import RANDOM_SHAPE
+from experiments.models import RANDOM_SHAPE, checkpoint_dir
 from sharpen_jax.selection.verifiers import VERIFIER_TEMPLATE
 
 
-def task_entry(num_prompts: int, num_shots: int, max_new_tokens: int, **options) -> ml_collections.ConfigDict:
+def task_entry(num_prompts: int, num_shots: int, max_new_tokens: int, task: str = "",
+               **options) -> ml_collections.ConfigDict:
     """One task of the run: how many test prompts, shots and new tokens, and the task's own options."""
     return ml_collections.ConfigDict({
+        "task": task,  # the registered task (sharpen_jax.tasks); "" = the entry's own name
         "num_prompts": num_prompts,  # the first num_prompts examples of the split
         "num_shots": num_shots,  # few-shot examples from the train split (tasks.format_prompt)
         "max_new_tokens": max_new_tokens,  # sampling stops earlier at EOS or the task's stop strings
@@ -105,21 +117,25 @@ def cpu() -> ml_collections.ConfigDict:
     return c
 
 
+PAPER_MODELS = ("Phi-3-mini-4k-instruct", "Phi-3-medium-4k-instruct", "Phi-3.5-mini-instruct",
+                "Llama-3.2-3B-Instruct", "Mistral-7B-Instruct-v0.3")
+MMLU_SUBJECTS = {"college_biology": 144, "college_physics": 102, "college_chemistry": 100}  # test-split sizes
+
+
 def paper() -> ml_collections.ConfigDict:
-    """The paper's protocol: 256 prompts, N_max 50, 512 new tokens, sharded (module docstring)."""
+    """The paper's protocol (App. A.1-A.2): five models, seven tasks, N_max 50 (module docstring)."""
     c = defaults()
-    root = os.environ.get("SHARPEN_JAX_CHECKPOINTS", "/checkpoints")
-    c.models = tuple(os.path.join(root, name) for name in (
-        "Meta-Llama-3.1-8B-Instruct", "Mistral-7B-Instruct-v0.3", "Qwen2.5-7B-Instruct"))
+    c.models = tuple(checkpoint_dir(name) for name in PAPER_MODELS)
     c.dtype = "bfloat16"
-    c.tasks = ml_collections.ConfigDict({
-        "gsm8k": task_entry(256, 1, 512),
-        "math500": task_entry(256, 1, 512),
-        "prontoqa": task_entry(256, 1, 512),
-        "game24": task_entry(256, 0, 512),
-    })
+    tasks = {"math": task_entry(256, 1, 512), "gsm8k": task_entry(256, 1, 512), "prontoqa": task_entry(256, 1, 512),
+             "game24": task_entry(256, 0, 512)}
+    for subject, size in MMLU_SUBJECTS.items():
+        tasks[f"mmlu_{subject}"] = task_entry(min(256, size), 1, 512, task="mmlu", subjects=(subject,))
+    c.tasks = ml_collections.ConfigDict(tasks)
     c.num_samples = 50
-    c.ns = (1, 2, 4, 8, 16, 32, 50)
+    c.temperature = 1.0
+    c.ns = (1, 2, 5, 10, 20, 50)
+    c.rewards = ("log_likelihood", "length_normalized", "majority")
     c.prompt_batch_size = 32
     c.max_rows = 1024
     c.score_batch_size = 128

@@ -36,6 +36,9 @@ def shared_defaults(num_train_prompts: int) -> ml_collections.ConfigDict:
                                              schedule="linear"))
     c.eval = ml_collections.ConfigDict(dict(num_samples=16, temperature=1.0, batch_size=8,
                                             num_prompts_during_training=16, num_samples_during_training=4))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, model=1))  # device mesh; -1 = the remaining
+    # devices (at most one axis); all 1 = one device. Parameters and optimizer state are sharded over
+    # fsdp x model (sharpen_jax.sharding), batch rows over data x fsdp.
     c.progress = True  # progress bars (may change when a run is resumed)
     return c
 
