@@ -98,6 +98,13 @@ def check_choice(config: Any, key: str, choices: Sequence[Any]) -> Any:
     return _as_config_error(checks.choice, config, key, choices)
 
 
+def jax_device_count() -> int:
+    """The number of devices this process sees (imports jax only when a dry run needs it)."""
+    import jax
+
+    return jax.device_count()
+
+
 def select_preset(preset: str | None, presets: Mapping[str, Callable[[], ml_collections.ConfigDict]],
                   default: str) -> ml_collections.ConfigDict:
     """The config of preset `preset` (`default` when None or empty), with its name in the config's
@@ -174,6 +181,8 @@ def usage(module_doc: str, configs: Any, name: str) -> str:
         "  --config.KEY=VALUE     override one entry of the config, e.g. --config.seed=1",
         "  --workdir=DIR          where results, summaries, figures and checkpoints go; the same command resumes",
         f"  --verbose              print the full traceback of an error (or set {VERBOSE_ENV}=1)",
+        "  --dry_run              validate, then print the plan, memory per device and a time estimate; loads no",
+        "                         weights, needs no --workdir (--devices=N plans for N devices, --tokens_per_s=R)",
         "",
         f"Every key is documented where defaults() in {config_file} sets it; an unknown key is an error.",
     ])
@@ -187,12 +196,20 @@ def _define_flags():
         config_flags.DEFINE_config_file("config", None, "ml_collections config file and preset: FILE:PRESET",
                                         lock_config=True)
         flags.DEFINE_string("workdir", None, "directory for results, summary and figures (resumes if it exists)")
+        flags.DEFINE_bool("dry_run", False, "validate the config and print the plan, memory per device and a "
+                                            "time estimate, loading no weights (experiments.plan)")
+        flags.DEFINE_integer("devices", 0, "with --dry_run: plan for this many devices (0 = those present)")
+        flags.DEFINE_float("tokens_per_s", 0.0, "with --dry_run: decoded tokens/s per device for the time estimate "
+                                                "(0 = the stated assumption of experiments.plan)")
     return flags
 
 
-def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any) -> None:
+def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any,
+         dry_run: Callable[..., str] | None = None) -> None:
     """The command line of an experiment module: parses --config=FILE:PRESET (and --config.KEY=VALUE) and
-    --workdir, then calls run(config, workdir).
+    --workdir, then calls run(config, workdir). With --dry_run it prints dry_run(config, devices=,
+    tokens_per_s=) instead (`experiments.plan`: the plan, memory per device, a time estimate;
+    --devices=N plans for N devices, --tokens_per_s for a measured throughput); no workdir needed.
 
     `--help` prints `usage` and exits 0. A bad input (a ValueError, such as every ConfigError, or an
     OSError) prints one line naming it and a hint, and exits with status 2; the traceback only with
@@ -209,8 +226,9 @@ def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any) -> 
     argv = [f"--config={resolve_config_path(a.split('=', 1)[1])}" if a.startswith("--config=") else a for a in argv]
     try:
         flags = _define_flags()
-        if not any(a.startswith("--config=") for a in argv[1:]) or not any(
-                a.startswith("--workdir") for a in argv[1:]):
+        dry = dry_run is not None and "--dry_run" in argv
+        if not any(a.startswith("--config=") for a in argv[1:]) or not (dry or any(
+                a.startswith("--workdir") for a in argv[1:])):
             raise ConfigError("--config=FILE:PRESET and --workdir=DIR are required (see --help)")
         config_path = next(a.split("=", 1)[1] for a in argv if a.startswith("--config=")).partition(":")[0]
         if not os.path.isfile(config_path):
@@ -222,6 +240,12 @@ def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any) -> 
             raise ConfigError(str(err)) from None
         if len(rest) > 1:
             raise ConfigError(f"unexpected positional arguments: {rest[1:]}")
+        if flags.FLAGS.dry_run:
+            if dry_run is None:
+                raise ConfigError(f"{name} has no --dry_run")
+            print(dry_run(flags.FLAGS.config, devices=flags.FLAGS.devices or jax_device_count(),
+                          tokens_per_s=flags.FLAGS.tokens_per_s))
+            return
         run(flags.FLAGS.config, flags.FLAGS.workdir)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -52,6 +52,18 @@ def j_beta(metrics: dict, beta: float) -> float:
     return metrics["sample_base_logp"] - beta * (metrics["sample_logp"] - metrics["sample_base_logp"])
 
 
+def dry_run(cfg, *, devices: int, tokens_per_s: float = 0.0) -> str:
+    """Validate `cfg` and print what the run does and costs, loading no weights (`experiments.plan`)."""
+    validate(cfg)
+    per_prompt = cfg.po.group_size if cfg.po.loss == "kl_pg" else 2
+    rows = cfg.train.num_steps * cfg.po.prompts_per_step * per_prompt
+    return training_run.dry_run(cfg, devices=devices, tokens_per_s=tokens_per_s, num_steps=cfg.train.num_steps,
+                                rows_per_step=cfg.po.prompts_per_step * per_prompt, samples_per_prompt=per_prompt,
+                                sampled_rows=rows, rescored_rows=rows,
+                                lines=(f"{cfg.po.loss}: {cfg.po.prompts_per_step} prompts x {per_prompt} samples "
+                                       f"per update, scored again under the base model",))
+
+
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
     task = validate(cfg)
@@ -104,4 +116,4 @@ def _run(cfg, workdir, task, sample_fn) -> dict:
 
 
 if __name__ == "__main__":
-    common.main(run, configs)
+    common.main(run, configs, dry_run)

@@ -63,6 +63,19 @@ def sft_dataset(cfg, setup: training_run.Setup, workdir: str) -> SFTDataset:
     return dataset
 
 
+def dry_run(cfg, *, devices: int, tokens_per_s: float = 0.0) -> str:
+    """Validate `cfg` and print what the run does and costs, loading no weights (`experiments.plan`)."""
+    validate(cfg)
+    prompts, n = cfg.task.num_train_prompts, cfg.sampling.num_samples
+    num_steps = cfg.train.num_steps or cfg.train.epochs * -(-prompts // cfg.train.batch_size)
+    sampled = 0 if cfg.results_file else prompts * n
+    return training_run.dry_run(cfg, devices=devices, tokens_per_s=tokens_per_s, num_steps=num_steps,
+                                rows_per_step=cfg.train.batch_size, samples_per_prompt=n,
+                                sampled_rows=sampled, rescored_rows=0,
+                                lines=(f"best-of-N dataset: {prompts:,} prompts x N = {n} samples "
+                                       f"({'read from ' + cfg.results_file if cfg.results_file else 'sampled'})",))
+
+
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
     task = validate(cfg)
@@ -93,4 +106,4 @@ def _run(cfg, workdir, task, sample_fn, extra_data) -> dict:
 
 
 if __name__ == "__main__":
-    common.main(run, configs)
+    common.main(run, configs, dry_run)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from experiments import common, workdir as workdir_lib
+from experiments import common, plan, workdir as workdir_lib
 from experiments.models import CHAR_TOKENIZER, check_model_spec, load_model
 from sharpen_jax import rollouts, sharding, tasks
 from sharpen_jax.jsonl import read_json, write_json
@@ -294,6 +294,37 @@ def train(cfg, setup: Setup, workdir: str, *, loss: LossEntry, hyperparameters: 
     print(f"trained updates {run.start_step}..{num_steps} ({run.num_updates} this run"
           f"{', resumed from a checkpoint' if run.resumed else ''})")
     return run, policy
+
+
+def dry_run(cfg, *, devices: int, tokens_per_s: float, num_steps: int, rows_per_step: int, samples_per_prompt: int,
+            sampled_rows: int, rescored_rows: int, lines: tuple[str, ...]) -> str:
+    """The dry run of a validated training config (`experiments.plan`): `sampled_rows` training
+    samples, `samples_per_prompt` per prompt (and `rescored_rows` of them scored again under the
+    base model), `num_steps` updates of `rows_per_step` rows, plus the held-out evaluations;
+    memory on the config's mesh."""
+    config = plan.model_config(cfg.model, cfg.tokenizer, cfg.random_model.to_dict(), cfg.dtype)
+    sizes = {axis: cfg.mesh[axis] for axis in ("data", "fsdp", "model")}
+    used = 1 if set(sizes.values()) == {1} else devices
+    mesh = plan.mesh_for(used, **sizes)
+    new = cfg.sampling.max_new_tokens
+    evals = 2 * cfg.task.num_eval_prompts * (1 + cfg.eval.num_samples)
+    if cfg.train.eval_every:
+        evals += (num_steps // cfg.train.eval_every) * cfg.eval.num_prompts_during_training * (
+            1 + cfg.eval.num_samples_during_training)
+    train_tokens = 3 * num_steps * rows_per_step * (plan.PROMPT_TOKENS + new)  # forward + backward ~ 3 forwards
+    samples = max(cfg.eval.num_samples, samples_per_prompt)
+    cache = plan.sampler_cache_bytes(config, samples, 256, new, mesh)
+    memory = plan.training_memory(config, mesh, cfg.lora.rank,
+                                  tuple(t for t in cfg.lora.targets.split(",") if t), cache)
+    summary = plan.Plan(
+        lines=(f"model {cfg.model}: {config.num_params() / 1e9:.3f}B parameters, {config.param_dtype}; mesh "
+               f"{dict(mesh.shape)} on {used} device(s)", *lines,
+               f"{num_steps:,} updates of {rows_per_step} rows; held-out evaluation: {evals:,} completions",
+               f"train-step tokens: {train_tokens // 3:,} (counted 3x in the time estimate, forward + backward)"),
+        generated_tokens=(sampled_rows + evals) * new,
+        scored_tokens=rescored_rows * (plan.PROMPT_TOKENS + new) + train_tokens,
+        memory={cfg.model: memory})
+    return plan.report(summary, used, tokens_per_s)
 
 
 def lift(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
