@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import tqdm
 
-from experiments import common, plots
+from experiments import common, plan as plans, plots
 from experiments.configs import inference_sharpening as configs
 from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec, load_model
 from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
@@ -289,5 +289,37 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     return summary
 
 
+def dry_run(config, *, devices: int, tokens_per_s: float = 0.0) -> str:
+    """Validate `config` and print what the run does and costs, reading only each model's config
+    (`experiments.plan`): per model, greedy + N samples of every prompt, the reward model's (or
+    verifier's) forward passes, and memory per device on the run's mesh."""
+    validate(config)
+    used = devices if config.shard else 1
+    mesh = plans.mesh_for(used, data=-1, model=config.model_parallel if config.shard else 1)
+    n, entries = config.num_samples, list(config.tasks.values())
+    prompts = sum(e.num_prompts for e in entries)
+    generated = sum(e.num_prompts * (1 + n) * e.max_new_tokens for e in entries)
+    forward = sum(e.num_prompts * n * (plans.PROMPT_TOKENS + e.max_new_tokens) for e in entries)
+    passes = bool(config.reward_model) + ("verifier" in config.rewards)
+    cache_tokens = max(e.max_new_tokens for e in entries)
+    reward_config = (plans.model_config(config.reward_model, config.tokenizer, config.random_model.to_dict(),
+                                        config.dtype) if config.reward_model else None)
+    memory, lines = {}, []
+    for spec in config.models:
+        model_config = plans.model_config(spec, config.tokenizer, config.random_model.to_dict(), config.dtype)
+        memory[spec] = plans.inference_memory(model_config, mesh, plans.sampler_cache_bytes(
+            model_config, n, config.max_rows, cache_tokens, mesh))
+        if reward_config is not None:
+            memory[spec]["reward model parameters"] = plans.inference_memory(reward_config, mesh, 0)["parameters"]
+        lines.append(f"model {spec}: {model_config.num_params() / 1e9:.3f}B parameters, {model_config.param_dtype}")
+    lines += [f"mesh {dict(mesh.shape)} on {used} device(s)",
+              f"tasks: {', '.join(f'{k} ({e.num_prompts} prompts, {e.num_shots}-shot, <= {e.max_new_tokens} tokens)' for k, e in config.tasks.items())}",
+              f"per model: {prompts:,} prompts x (greedy + N = {n} samples); rewards {', '.join(config.rewards)}"
+              + (f"; {passes} scoring pass(es) per sample" if passes else "; log-likelihoods from the sampler")]
+    summary = plans.Plan(lines=tuple(lines), generated_tokens=len(config.models) * generated,
+                         scored_tokens=len(config.models) * passes * forward, memory=memory)
+    return plans.report(summary, used, tokens_per_s)
+
+
 if __name__ == "__main__":
-    common.main(run, configs)
+    common.main(run, configs, dry_run)

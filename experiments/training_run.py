@@ -254,6 +254,8 @@ def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None, *
         print(f"this run has finished; results: {os.path.join(workdir, RESULTS)}")
         print(format_table(finished["before"], finished["after"]))
         return None, None, finished
+    print(f"{'resuming' if os.path.exists(os.path.join(workdir, 'checkpoints')) else 'starting'}: outputs go to "
+          f"{workdir} (results.json, metrics.jsonl, tensorboard/, checkpoints/)")
     setup = prepare(cfg, task, sample_fn)
     return setup, base_evaluation(setup, workdir, cfg.eval, cfg.seed, cfg.progress), None
 

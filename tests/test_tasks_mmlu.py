@@ -139,3 +139,12 @@ def test_malformed_rows_are_reported_with_line_numbers(tmp_path, row, message):
 def test_folder_without_csv_files_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no MMLU CSV files"):
         tasks.get("mmlu", data_dir=tmp_path)
+
+
+def test_shared_data_dir_finds_the_mmlu_sub_folder(tmp_path):
+    """A data_dir holding every task's folder (math/, gsm8k/, mmlu/, ...) finds MMLU in mmlu/."""
+    direct = tasks.get("mmlu", data_dir=write_mmlu(tmp_path / "mmlu"))
+    shared = tasks.get("mmlu", data_dir=tmp_path)
+    assert shared.source_dir == tmp_path / "mmlu"
+    assert [e.question for e in shared.examples("test")] == [e.question for e in direct.examples("test")]
+    assert len(shared.examples("test")) == sum(len(rows["test"]) for rows in ROWS.values())

@@ -24,7 +24,7 @@ Presets:
          bfloat16, sharded over all devices (mesh data = all, fsdp = model = 1). Not in our notes
          and chosen here: 256 training prompts (the inference protocol's prompt count).
          `paper` is paper_phi35_math. The N ablation: paper_phi35_math_n10 and _n25 (N in {10, 25, 50}).
-         `python -m experiments.plan --config=...:PRESET` prints what a run costs before it starts.
+         `python -m experiments.sft_sharpening --config=...:PRESET --dry_run` prints what a run costs first.
 
 Results land in DIR/results.json ("before", "after", "lift"), DIR/metrics.jsonl, TensorBoard events
 in DIR/tensorboard and the training curves in DIR/training_curves.png. Every key is documented where
@@ -76,7 +76,8 @@ def paper_run(model: str, task: str, num_samples: int = 50) -> ml_collections.Co
     c = defaults()
     c.model = checkpoint_dir(model)
     c.dtype = "bfloat16"
-    c.task = ml_collections.ConfigDict(dict(name=task, options={}, num_shots=1, num_train_prompts=256,
+    options = {"num_test": 256} if task == "prontoqa" else {}  # ProntoQA generates 200 test questions by default
+    c.task = ml_collections.ConfigDict(dict(name=task, options=options, num_shots=1, num_train_prompts=256,
                                             num_eval_prompts=256, data_dir=""))
     c.self_reward = "log_likelihood"
     c.lora.update(rank=8, alpha=16.0)

@@ -54,9 +54,3 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.lora.rank = 4
     c.optim.learning_rate = 1e-2
     c.progress = False
-
-
-def gsm8k_task() -> ml_collections.ConfigDict:
-    """The GSM8K task entry of the paper-scale presets (8-shot, the full train and test splits)."""
-    return ml_collections.ConfigDict(dict(name="gsm8k", options={}, num_shots=8, num_train_prompts=7473,
-                                          num_eval_prompts=1319, data_dir=""))

@@ -67,8 +67,7 @@ class MultipleChoice(TaskBase):
             }
             self.source_dir = next(iter(self._files.values()))[0].parent
         else:
-            self.source_dir = resolve_data_dir(data_dir)
-            self._files = self._discover(self.source_dir)
+            self.source_dir, self._files = self._discover(resolve_data_dir(data_dir))
         self.splits = tuple(self._files)
         available = {
             path.stem.removesuffix(f"_{split}")
@@ -83,19 +82,21 @@ class MultipleChoice(TaskBase):
             )
 
     @staticmethod
-    def _discover(root: Path) -> dict[str, list[Path]]:
-        found = {}
-        for split in _SPLITS:
-            paths = sorted(root.glob(f"{split}/*_{split}.csv"))
-            paths = paths or sorted(root.glob(f"*_{split}.csv"))
-            if paths:
-                found[split] = paths
-        if not found:
-            raise FileNotFoundError(
-                f"no MMLU CSV files (<split>/<subject>_<split>.csv for splits {list(_SPLITS)}) "
-                f"in {str(root)!r}"
-            )
-        return found
+    def _discover(root: Path) -> tuple[Path, dict[str, list[Path]]]:
+        """(folder, {split: CSV paths}) from `root` or its mmlu/ sub-folder, as the other tasks look."""
+        for folder in (root, root / "mmlu"):
+            found = {}
+            for split in _SPLITS:
+                paths = sorted(folder.glob(f"{split}/*_{split}.csv"))
+                paths = paths or sorted(folder.glob(f"*_{split}.csv"))
+                if paths:
+                    found[split] = paths
+            if found:
+                return folder, found
+        raise FileNotFoundError(
+            f"no MMLU CSV files (<split>/<subject>_<split>.csv for splits {list(_SPLITS)}) "
+            f"in {str(root)!r} or its mmlu/ sub-folder"
+        )
 
     def _load(self, split: str) -> list[Example]:
         examples = []
