@@ -9,6 +9,12 @@ Each family is chosen from the theory, before any measurement:
   prefers the bit string s(x), and phi_i(x, y) = 1[y_i = s_i(x)]. With theta = logit(q) 1,
   pi_base(y*|x) = q^d, so C_cov = q^(-d) is exponential in the dimension, while the class has d
   parameters and r_self is linear in phi: the paper's separation example for RLHF vs SFT.
+* `prefix_lock_problem` (linear softmax, D = H features, a "combination lock"): responses are
+  V^H token strings, phi_h(x, y) = 1[y_1..y_h = s_1..s_h(x)]. theta_base is the autoregressive lock
+  (a correct prefix is continued correctly w.p. q, tokens after the first error are uniform), so
+  pi_base(y*|x) = q^H and C_cov = q^(-H). The value of theta_H enters only log pi(y*|x): no other
+  response reveals it, so the class cannot extrapolate to y* from what pi_base shows
+  (`theory/exploration.py` derives what that does to reward-DPO and XPO).
 * `greedy_threshold_problem` (autoregressive): mass t on y* = (0, ..., 0) and 1 - t spread over
   the sequences starting with token 1; greedy decoding returns y* iff t > 1/2.
 """
@@ -92,12 +98,21 @@ def bit_agreement_problem(dim: int, agree_prob: float = 0.6, num_prompts: int = 
 
     s(x) is a random bit string per prompt (from `seed`); theta_base = logit(q) 1 so each bit agrees
     with s(x) independently with probability q = agree_prob, y*(x) = s(x), pi_base(y*|x) = q^d and
-    C_cov = q^(-d). log Z_theta(x) = sum_i log(1 + exp(theta_i)) in closed form.
+    C_cov = q^(-d). log Z_theta(x) = sum_i log(1 + exp(theta_i)) in closed form. Problems with the same
+    (dim, num_prompts, seed) share one policy object, so they stack and share compiled simulations.
     """
     if not 0.5 < agree_prob < 1.0:
         raise ValueError(f"agree_prob={agree_prob}: expected 1/2 < q < 1 so that y* = s(x) is the unique argmax")
     if not 1 <= dim <= 20:
         raise ValueError(f"dim={dim}: expected 1 <= d <= 20 (responses are enumerated, Y = 2^d)")
+    policy = _bit_agreement_class(dim, num_prompts, seed)
+    theta_D = jnp.full((dim,), math.log(agree_prob / (1.0 - agree_prob)), jnp.float32)
+    return SharpeningProblem(policy, policy.params_from_theta(theta_D), _uniform_prompts(num_prompts),
+                             f"bit_agreement(d={dim}, q={agree_prob:g})")
+
+
+@functools.cache
+def _bit_agreement_class(dim: int, num_prompts: int, seed: int) -> LinearSoftmaxPolicyClass:
     signs_XD = jnp.asarray(np.random.default_rng(seed).integers(0, 2, (num_prompts, dim)), jnp.int32)
 
     def feature_fn(x_B, y_B):
@@ -106,10 +121,62 @@ def bit_agreement_problem(dim: int, agree_prob: float = 0.6, num_prompts: int = 
     def log_normalizer_fn(theta_D, x_B):
         return jnp.full(x_B.shape, jnp.sum(jax.nn.softplus(theta_D)))
 
-    policy = LinearSoftmaxPolicyClass(num_prompts, 2 ** dim, dim, feature_fn, log_normalizer_fn)
-    theta_D = jnp.full((dim,), math.log(agree_prob / (1.0 - agree_prob)), jnp.float32)
-    return SharpeningProblem(policy, policy.params_from_theta(theta_D), _uniform_prompts(num_prompts),
-                             f"bit_agreement(d={dim}, q={agree_prob:g})")
+    return LinearSoftmaxPolicyClass(num_prompts, 2 ** dim, dim, feature_fn, log_normalizer_fn)
+
+
+def prefix_lock_theta(horizon: int, agree_prob: float, vocab_size: int) -> np.ndarray:
+    """theta_base of the autoregressive lock, float64[H]: theta_h = log(qV) for h < H and
+    theta_H = log(q(V-1)/(1-q)).
+
+    A string of depth k < H (its first k tokens match the key, token k+1 does not) has
+    pi = q^k (1-q)/(V-1) V^-(H-k-1) and the key has q^H; the ratios between consecutive depths are
+    these exp(theta_h).
+    """
+    q, v = agree_prob, vocab_size
+    return np.array([math.log(q * v)] * (horizon - 1) + [math.log(q * (v - 1) / (1.0 - q))])
+
+
+def prefix_lock_problem(horizon: int, agree_prob: float, vocab_size: int = 2, num_prompts: int = 8,
+                        seed: int = 0) -> SharpeningProblem:
+    """Linear-softmax "combination lock" over V^H token strings, phi_h(x, y) = 1[y_1..y_h = s_1..s_h(x)].
+
+    s(x) is a random key per prompt (from `seed`), theta_base = `prefix_lock_theta`, y*(x) = s(x),
+    pi_base(y*|x) = q^H and C_cov = q^(-H); y* is the unique argmax iff q > 1/V (each step deeper
+    multiplies the probability by qV > 1). With depth k(y) = the number of leading tokens that match,
+    log Z_theta(x) = logsumexp over k < H of [log((V-1) V^(H-k-1)) + sum_{h<=k} theta_h], and sum_h theta_h.
+    Problems with the same (horizon, vocab_size, num_prompts, seed) share one policy object.
+    """
+    if not (isinstance(vocab_size, int) and vocab_size >= 2):
+        raise ValueError(f"vocab_size={vocab_size!r}: expected an integer >= 2")
+    if not (isinstance(horizon, int) and horizon >= 1 and vocab_size ** horizon <= 2 ** 20):
+        raise ValueError(f"horizon={horizon!r}: expected an integer H >= 1 with V^H <= 2^20 (responses are enumerated)")
+    if not 1.0 / vocab_size < agree_prob < 1.0:
+        raise ValueError(f"agree_prob={agree_prob}: expected 1/V = {1.0 / vocab_size:.3g} < q < 1 so that "
+                         "y* = s(x) is the unique argmax")
+    policy = _prefix_lock_class(horizon, vocab_size, num_prompts, seed)
+    theta_H = prefix_lock_theta(horizon, agree_prob, vocab_size)
+    return SharpeningProblem(policy, policy.params_from_theta(theta_H), _uniform_prompts(num_prompts),
+                             f"prefix_lock(H={horizon}, V={vocab_size}, q={agree_prob:g})")
+
+
+@functools.cache
+def _prefix_lock_class(horizon: int, vocab_size: int, num_prompts: int, seed: int) -> LinearSoftmaxPolicyClass:
+    keys_XH = jnp.asarray(np.random.default_rng(seed).integers(0, vocab_size, (num_prompts, horizon)), jnp.int32)
+    powers_H = vocab_size ** jnp.arange(horizon - 1, -1, -1)
+    # log of the number of strings whose depth is exactly k, for k = 0..H-1: (V-1) V^(H-k-1)
+    log_count_K = jnp.asarray([math.log(vocab_size - 1) + (horizon - k - 1) * math.log(vocab_size)
+                               for k in range(horizon)], jnp.float32)
+
+    def feature_fn(x_B, y_B):
+        tokens_BH = (y_B[:, None] // powers_H[None, :]) % vocab_size
+        return jnp.cumprod((tokens_BH == keys_XH[x_B]).astype(jnp.float32), axis=-1)
+
+    def log_normalizer_fn(theta_H, x_B):
+        partial_K = jnp.concatenate([jnp.zeros(1), jnp.cumsum(theta_H)[:-1]])
+        log_z = jax.nn.logsumexp(jnp.append(log_count_K + partial_K, jnp.sum(theta_H)))
+        return jnp.full(x_B.shape, log_z)
+
+    return LinearSoftmaxPolicyClass(num_prompts, vocab_size ** horizon, horizon, feature_fn, log_normalizer_fn)
 
 
 def greedy_threshold_problem(target_mass: float, vocab_size: int = 2, horizon: int = 3) -> SharpeningProblem:

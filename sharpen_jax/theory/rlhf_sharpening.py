@@ -13,7 +13,8 @@ C_cov, so on the linear-softmax separation family its sample complexity should n
 Each round draws `pairs_per_round` prompts and pairs (2 samples each, all counted), appends them to
 a buffer, and takes `steps_per_round` updates of the registered loss's train step (`sharpen_jax.methods`)
 on minibatches drawn from the whole buffer (the paper's argmin over all data so far). After every
-round pi_t(y*(x)|x) is computed exactly. Everything is one compiled function vmapped over seeds,
+round pi_t(y*(x)|x) is computed exactly, and whether y*(x) was drawn is recorded. Everything is one
+compiled function vmapped over seeds and over stacked base policies of one class (a sweep of C_cov),
 compiled with `SIMULATION_COMPILER_OPTIONS` (see `sft_sharpening.py`).
 """
 
@@ -107,19 +108,21 @@ def _rlhf_one_seed(policy, config: RlhfConfig, key, base_params, prompt_probs_X)
 
         state, (loss_K, finite_K) = jax.lax.scan(one_step, state, jax.random.split(k_steps, config.steps_per_round))
         target_X = jnp.exp(policy.logprob_fn(state.params, eval_seqs)[0])
-        return (state, buffer), (target_X, loss_K[-1], jnp.all(finite_K))
+        drawn = jnp.any((new["a"] == y_star_X[x_P]) | (new["b"] == y_star_X[x_P]))
+        return (state, buffer), (target_X, loss_K[-1], jnp.all(finite_K), drawn)
 
     init = (create_train_state(base_params, tx), {"x": empty, "a": empty, "b": empty})
     rounds = (jnp.arange(config.num_rounds), jax.random.split(k_rounds, config.num_rounds))
-    (state, _), (target_RX, loss_R, finite_R) = jax.lax.scan(one_round, init, rounds)
+    (state, _), (target_RX, loss_R, finite_R, drawn_R) = jax.lax.scan(one_round, init, rounds)
     return {"target_probs_RX": target_RX, "final_loss_R": loss_R, "final_params": state.params,
-            "finite": jnp.all(finite_R)}
+            "finite": jnp.all(finite_R), "target_drawn_R": drawn_R}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=SIMULATION_COMPILER_OPTIONS)
-def _rlhf_seeds(policy, config: RlhfConfig, keys_S, base_params, prompt_probs_X):
+def _rlhf_seeds(policy, config: RlhfConfig, keys_S, base_params_C, prompt_probs_CX):
     one_seed = functools.partial(_rlhf_one_seed, policy, config)
-    return jax.vmap(one_seed, in_axes=(0, None, None))(keys_S, base_params, prompt_probs_X)
+    per_seed = jax.vmap(one_seed, in_axes=(0, None, None))
+    return jax.vmap(per_seed, in_axes=(None, 0, 0))(keys_S, base_params_C, prompt_probs_CX)
 
 
 def run_rlhf_sharpening(key, problem: SharpeningProblem, config: RlhfConfig, num_seeds: int) -> dict[str, Any]:
@@ -127,16 +130,30 @@ def run_rlhf_sharpening(key, problem: SharpeningProblem, config: RlhfConfig, num
 
     Returns numpy arrays: "target_probs" [S, R, X] = pi_t(y*(x)|x) after each round,
     "sharpness" [S, R] = P_x[pi_t(y*|x) >= 1 - delta], "success" [S, R], "final_loss" [S, R],
+    "target_drawn" [S, R] (y*(x) was one of the responses drawn in round r, on either side),
     "samples" [R] (responses drawn so far), and "final_params" (the last policy of every seed).
     """
+    stacked = jax.tree.map(lambda a: a[None], problem.base_params)
+    return run_rlhf_sharpening_stacked(key, problem.policy, stacked, problem.prompt_probs_X[None], config,
+                                       num_seeds)[0]
+
+
+def run_rlhf_sharpening_stacked(key, policy, base_params_C, prompt_probs_CX, config: RlhfConfig,
+                                num_seeds: int) -> list[dict[str, Any]]:
+    """`run_rlhf_sharpening` for C base policies of one class stacked on a leading axis (one compile);
+    every problem sees the same seeds' keys."""
+    num_problems = jax.tree.leaves(base_params_C)[0].shape[0]
     keys_S = jax.random.split(key, num_seeds)
-    out = jax.device_get(_rlhf_seeds(problem.policy, config, keys_S, problem.base_params,
-                                     problem.prompt_probs_X))
+    out = jax.device_get(_rlhf_seeds(policy, config, keys_S, base_params_C, jnp.asarray(prompt_probs_CX)))
     if not np.all(out["finite"]):
         raise FloatingPointError(f"RLHF-Sharpening simulation ({config.loss}): po_step met a non-finite "
                                  "loss or gradient")
-    target_SRX = np.asarray(out["target_probs_RX"])
-    sharp_SR = np.asarray(exact.sharpness_from_target_probs(target_SRX, config.delta, problem.prompt_probs_X))
-    return {"target_probs": target_SRX, "sharpness": sharp_SR, "success": sharp_SR >= 1.0 - config.eps,
-            "final_loss": np.asarray(out["final_loss_R"]), "samples": config.samples_after_round,
-            "final_params": out["final_params"]}
+    results = []
+    for c in range(num_problems):
+        target_SRX = np.asarray(out["target_probs_RX"][c])
+        sharp_SR = np.asarray(exact.sharpness_from_target_probs(target_SRX, config.delta, prompt_probs_CX[c]))
+        results.append({"target_probs": target_SRX, "sharpness": sharp_SR, "success": sharp_SR >= 1.0 - config.eps,
+                        "final_loss": np.asarray(out["final_loss_R"][c]),
+                        "target_drawn": np.asarray(out["target_drawn_R"][c]), "samples": config.samples_after_round,
+                        "final_params": jax.tree.map(lambda a: a[c], out["final_params"])})
+    return results
