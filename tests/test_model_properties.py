@@ -15,6 +15,9 @@ CONFIGS = {
     "llama": TransformerConfig.tiny(),
     "mistral_window3": TransformerConfig.tiny(sliding_window=3, architecture="mistral"),
     "qwen2_bias_untied": TransformerConfig.tiny(qkv_bias=True, tie_embeddings=False, architecture="qwen2"),
+    "gemma3_interleaved": TransformerConfig.tiny(architecture="gemma3", sliding_window=3, rope_local_theta=100.0,
+                                                 layer_types=("sliding_attention", "full_attention"),
+                                                 query_pre_attn_scalar=6.0),
 }
 
 
@@ -139,7 +142,8 @@ def test_bfloat16_compute_is_close_to_float32():
 
 @pytest.mark.parametrize("preset, billions", [("llama3_1_8b", 8.03), ("mistral_7b", 7.24),
                                               ("qwen2_5_7b", 7.62), ("phi3_mini", 3.82),
-                                              ("llama3_1b", 1.24), ("smollm2_135m", 0.1349)])
+                                              ("llama3_1b", 1.24), ("smollm2_135m", 0.1349),
+                                              ("gemma3_270m", 0.2681)])
 def test_paper_scale_shapes_with_eval_shape(preset, billions):
     config = getattr(TransformerConfig, preset)()
     shapes = model.param_shapes(config)

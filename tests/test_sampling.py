@@ -41,12 +41,21 @@ def _reference_sampling_logprobs(logits_V, temperature, top_k, top_p):
     return scaled - np.logaddexp.reduce(scaled)
 
 
-def test_sampler_logprobs_equal_scoring(params):
-    out = sampling.sample(params, CONFIG, PROMPTS, num_samples=3, max_new_tokens=10, rng=jax.random.key(1))
+# Gemma 3's variant of the decoder: interleaved windowed/global layers with their own RoPE bases.
+GEMMA3 = TransformerConfig.tiny(architecture="gemma3", sliding_window=4, rope_local_theta=100.0,
+                                layer_types=("sliding_attention", "full_attention"), query_pre_attn_scalar=6.0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_sampler_logprobs_equal_scoring(params, arch):
+    config = CONFIG if arch == "llama" else GEMMA3
+    if arch == "gemma3":
+        params = jax.tree.map(lambda p: p * 3.0 if p.ndim >= 2 else p, model.init_params(GEMMA3, jax.random.key(0)))
+    out = sampling.sample(params, config, PROMPTS, num_samples=3, max_new_tokens=10, rng=jax.random.key(1))
     prompts = pad_batch([p for p in PROMPTS for _ in range(3)], 0, "left")
     completions = out.tokens.reshape(9, -1)
     valid = np.arange(completions.shape[1])[None] < out.lengths.reshape(9, 1)
-    scored = scoring.score_completions(params, CONFIG, prompts.tokens, prompts.valid, completions, valid)
+    scored = scoring.score_completions(params, config, prompts.tokens, prompts.valid, completions, valid)
     np.testing.assert_allclose(out.model_logprobs.reshape(9, -1), scored.token_logprobs, atol=1e-5)
     np.testing.assert_allclose(out.sampling_logprobs.reshape(9, -1), scored.token_logprobs, atol=1e-5)
     assert (out.lengths == 10).all() and not out.finished.any()
