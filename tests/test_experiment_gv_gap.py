@@ -39,6 +39,7 @@ def smoke_run(tmp_path_factory):
     return workdir, experiment.run(smoke_config(), workdir)
 
 
+@pytest.mark.slow  # the full smoke preset: minutes on the shared 2-core machine
 def test_smoke_writes_results_summary_and_figures(smoke_run):
     workdir, summary = smoke_run
     config = smoke_config()
@@ -72,6 +73,7 @@ def test_smoke_writes_results_summary_and_figures(smoke_run):
     assert "**Self-improvement rounds**" in text
 
 
+@pytest.mark.slow  # the full smoke preset: minutes on the shared 2-core machine
 def test_rounds_evaluate_every_model_of_both_arms(smoke_run):
     workdir, summary = smoke_run
     rows = read_jsonl(os.path.join(workdir, "rounds.jsonl"))
@@ -84,6 +86,7 @@ def test_rounds_evaluate_every_model_of_both_arms(smoke_run):
     assert list(rows[1]["pass_at_k"]) == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow  # the full smoke preset: minutes on the shared 2-core machine
 def test_summary_gaps_recompute_by_hand_from_the_results_file(smoke_run):
     workdir, summary = smoke_run
     rows = sorted((r for r in read_jsonl(os.path.join(workdir, experiment.RESULTS)) if r["task"] == "arithmetic"),
@@ -105,6 +108,7 @@ def test_summary_gaps_recompute_by_hand_from_the_results_file(smoke_run):
         np.mean([s["correct"] for r in rows for s in r["samples"]]))
 
 
+@pytest.mark.slow  # the full smoke preset: minutes on the shared 2-core machine
 def test_interrupted_run_resumes_to_the_same_results_and_summary(smoke_run, tmp_path):
     full_dir, full_summary = smoke_run
     workdir = str(tmp_path / "resumed")
@@ -118,6 +122,28 @@ def test_interrupted_run_resumes_to_the_same_results_and_summary(smoke_run, tmp_
     summary = experiment.run(smoke_config(max_batches=0), workdir)
     assert without_timing(summary) == without_timing(full_summary)
     assert read_jsonl(path) == full_records
+
+
+def mini_config(**overrides):
+    """The fast default-suite variant of the smoke preset: MC only, 2 arithmetic prompts in 2 batches, no rounds."""
+    config = smoke_config(verifiers=("mc",), ensembles=(), **overrides)
+    config.tasks = type(config.tasks)({"arithmetic": configs.task_entry(2, 1, 4, digits=1, num_train=20, num_test=8)})
+    config.rounds.arms = ()
+    config.prompt_batch_size = 1
+    return config
+
+
+def test_mini_run_end_to_end_and_resume(tmp_path):
+    full = experiment.run(mini_config(), str(tmp_path / "full"))
+    entry = full["results"]["random:0"]["arithmetic"]
+    assert list(entry["gaps"]) == ["mc"] and entry["num_prompts"] == 2 and full["rounds"] == {}
+    workdir = str(tmp_path / "resumed")
+    assert experiment.run(mini_config(max_batches=1), workdir) is None
+    assert len(read_jsonl(os.path.join(workdir, experiment.RESULTS))) == 1
+    resumed = experiment.run(mini_config(), workdir)
+    assert without_timing(resumed) == without_timing(full)
+    assert read_jsonl(os.path.join(workdir, experiment.RESULTS)) == read_jsonl(
+        os.path.join(str(tmp_path / "full"), experiment.RESULTS))
 
 
 def _case(overrides: dict, message: str, *, name: str) -> Case:
