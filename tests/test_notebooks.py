@@ -48,8 +48,8 @@ def _printed(nb: nbformat.NotebookNode) -> str:
                    for out in cell.get("outputs", []) if out.get("output_type") == "stream")
 
 
-def test_there_are_four_theory_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+def test_there_are_five_theory_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
