@@ -66,7 +66,8 @@ def test_without_y_star_no_reward_dpo_pair_moves_theta_H_and_then_pi_y_star_is_a
              "reward_a": problem.base_logp_XY[x_B, a_B], "reward_b": problem.base_logp_XY[x_B, b_B]}
     moved = {"theta": base["theta"] + jnp.linspace(-1.0, 2.0, horizon)}
     dpo = get_loss("reward_dpo").build(policy.logprob_fn, policy.logprob_fn, beta=beta)
-    grad_H = np.asarray(jax.grad(lambda p: dpo(p, base, batch)[0])(moved)["theta"])
+    dpo_grad = jax.jit(jax.grad(lambda p, b: dpo(p, base, b)[0]))
+    grad_H = np.asarray(dpo_grad(moved, batch)["theta"])
     phi = policy.feature_fn
     differs_H = np.any(np.asarray(phi(x_B, a_B) != phi(x_B, b_B)), axis=0)   # levels some pair tells apart
     assert not differs_H[-1] and differs_H[0]
@@ -74,15 +75,15 @@ def test_without_y_star_no_reward_dpo_pair_moves_theta_H_and_then_pi_y_star_is_a
     scale = np.abs(grad_H).max()
     assert np.all(np.abs(grad_H[~differs_H]) <= 1e-6 * scale) and np.all(np.abs(grad_H[differs_H]) > 1e-3 * scale)
     xpo = get_loss("xpo").build(policy.logprob_fn, policy.logprob_fn, beta=beta, alpha=0.01)
-    assert jax.grad(lambda p: xpo(p, base, batch)[0])(moved)["theta"][-1] < 0   # optimism raises theta_H
+    assert jax.jit(jax.grad(lambda p: xpo(p, base, batch)[0]))(moved)["theta"][-1] < 0   # optimism raises theta_H
     with_key = dict(batch, a=policy.seqs(x_B, a_B.at[0].set(problem.y_star_X[0])),
                     reward_a=batch["reward_a"].at[0].set(problem.base_logp_XY[0, problem.y_star_X[0]]))
-    assert abs(jax.grad(lambda p: dpo(p, base, with_key)[0])(moved)["theta"][-1]) > 1e-3 * scale
+    assert abs(dpo_grad(moved, with_key)["theta"][-1]) > 1e-3 * scale
     # theta_H at its base value: pi(y*) = q * pi(first H-1 tokens right) <= q, whatever theta_<H
+    phi_XYH = np.asarray(policy.features_XYD())
     for shift in (0.0, 3.0, 30.0):
         theta = base["theta"].at[:-1].add(shift)
         probs_XY = np.exp(np.asarray(policy.logprobs_XY({"theta": theta}), np.float64))
-        phi_XYH = np.asarray(policy.features_XYD())
         prefix_X = (probs_XY * phi_XYH[:, :, -2]).sum(-1)
         np.testing.assert_allclose(probs_XY[np.arange(3), problem.y_star_X], q * prefix_X, rtol=1e-4)
 
