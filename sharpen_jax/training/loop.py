@@ -94,6 +94,7 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
     state = init_state.with_saved(tree) if resumed else init_state
     start = int(data.get("position", 0))
     writer = MetricsWriter(workdir, resume_step=start, total_steps=num_steps, progress=progress)
+    updates = 0  # counted, not inferred from `start`: the record must be able to show a wrong start
     window = _Window()
 
     def settle(step: int, metrics: dict) -> None:
@@ -128,6 +129,7 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
         pending = None
         for step in range(start, num_steps):
             state, metrics = update(state, step)
+            updates += 1
             if pending is not None:
                 settle(*pending)
             pending = (step, metrics)
@@ -143,7 +145,6 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
     finally:
         checkpointer.close()
         writer.close()
-    updates = max(0, num_steps - start)
     distributed.on_main(append_jsonl, os.path.join(workdir, INVOCATIONS),
                         [{"start_step": start, "updates": updates, "resumed": resumed, "num_steps": num_steps}])
     return TrainRun(state, start, updates, resumed)
