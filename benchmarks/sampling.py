@@ -31,6 +31,8 @@ from sharpen_jax import sampling, weights
 from sharpen_jax.testing import random_params
 from sharpen_jax.config import TransformerConfig
 
+BANDWIDTH_MODELS = {"llama3-1b": TransformerConfig.llama3_1b, "tiny": TransformerConfig.tiny}
+
 
 def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
     """(tokens/s, note) for transformers' generate at its faster thread count, or (None, reason)."""
@@ -66,7 +68,8 @@ def _llama_cpp_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
 
 def _time_ours(params, config, args) -> tuple[np.ndarray, dict]:
     """The random prompts [prompts, prompt_len] and the timing of sampling N completions of each."""
-    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len))
+    low = min(100, config.vocab_size // 2)  # ids >= 100 skip special tokens; the tiny vocabulary has 97
+    prompts = np.random.default_rng(0).integers(low, config.vocab_size, (args.prompts, args.prompt_len))
     timing = common.time_call(lambda: sampling.sample(params, config, prompts.tolist(), num_samples=args.samples,
                                                       max_new_tokens=args.new, rng=jax.random.key(0)),
                               repeats=args.repeats)
@@ -80,13 +83,13 @@ def main() -> None:
         parser.add_argument("--prompt-len", type=int, default=100)
         parser.add_argument("--new", type=int, default=64)
         parser.add_argument("--skip-peers", action="store_true", help="measure ours and the bound only")
-        parser.add_argument("--model", default="smollm2-135m", choices=("smollm2-135m", "llama3-1b"),
-                            help="llama3-1b: random weights, memory-bandwidth bound, no peers")
+        parser.add_argument("--model", default="smollm2-135m", choices=("smollm2-135m", *BANDWIDTH_MODELS),
+                            help="llama3-1b (tiny: its CPU dry run): random weights, memory-bandwidth bound, no peers")
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                             help="our compute and weight dtype (the peers stay float32)")
 
     args = common.parse_args(__doc__.splitlines()[0], extra)
-    if args.model == "llama3-1b":
+    if args.model in BANDWIDTH_MODELS:
         return _bandwidth_bound_run(args)
     config, params = weights.load("smollm2-135m-instruct", dtype=args.dtype)
     peak = common.measured_matmul_flops(dtype=config.compute_dtype)
@@ -119,8 +122,9 @@ def main() -> None:
 
 
 def _bandwidth_bound_run(args) -> None:
-    """The sampling workload on a random-weight Llama-3.2-1B shape, against the decode bandwidth bound."""
-    config = TransformerConfig.llama3_1b(dtype=args.dtype, param_dtype=args.dtype)
+    """The sampling workload on a random-weight Llama-3.2-1B shape (or the tiny one), against the decode
+    bandwidth bound."""
+    config = BANDWIDTH_MODELS[args.model](dtype=args.dtype, param_dtype=args.dtype)
     params = random_params(config, 0)
     _, ours = _time_ours(params, config, args)
     rows, generated = args.prompts * args.samples, args.prompts * args.samples * args.new
@@ -131,7 +135,7 @@ def _bandwidth_bound_run(args) -> None:
     step_bytes = weight_bytes + kv_bytes_per_slot * (args.prompts * args.prompt_len + rows * args.new / 2)
     bound = rows * bandwidth / step_bytes
     tokens_per_s = generated / ours["median_s"]
-    workloads = [{"name": f"llama3-1b-shape {args.dtype} b{args.prompts} n{args.samples} new{args.new}",
+    workloads = [{"name": f"{args.model}-shape {args.dtype} b{args.prompts} n{args.samples} new{args.new}",
                   "unit": "tokens/s", "ours": tokens_per_s, "peers": {}, "bound": {"value": bound, "kind": "memory"},
                   "fraction_of_bound": tokens_per_s / bound, "compile_s": ours["first_call_s"],
                   "ours_median_s": ours["median_s"]}]
