@@ -1,6 +1,7 @@
-"""Sampling throughput: N completions per prompt on SmolLM2-135M, side by side with transformers and llama.cpp.
+"""Sampling throughput: N completions per prompt on SmolLM2-135M or Gemma 3 270M, side by side with peers.
 
     python -m benchmarks.sampling --json runs/bench/sampling.json [--prompts 16 --samples 16 --new 64]
+        [--model smollm2-135m|gemma3-270m]
 
 Workload (issue 3): 16 prompts of 100 tokens, N = 16 samples each, 64 new tokens, temperature 1,
 no truncation, every sequence forced to the full 64 tokens (no stop), float32. Reported: generated
@@ -34,9 +35,9 @@ from sharpen_jax.config import TransformerConfig
 BANDWIDTH_MODELS = {"llama3-1b": TransformerConfig.llama3_1b, "tiny": TransformerConfig.tiny}
 
 
-def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
+def _transformers_peer(model: str, prompts: np.ndarray, num_samples: int, new_tokens: int):
     """(tokens/s, note) for transformers' generate at its faster thread count, or (None, reason)."""
-    hf_model, reason = common.transformers_smollm2()
+    hf_model, reason = common.transformers_gguf(model)
     if hf_model is None:
         return None, reason
     import torch
@@ -58,12 +59,13 @@ def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
     return generated / by_threads[threads], note
 
 
-def _llama_cpp_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
+def _llama_cpp_peer(model: str, prompts: np.ndarray, num_samples: int, new_tokens: int):
     try:
         from benchmarks import llama_cpp_peer
     except ImportError as err:
         return None, f"llama-cpp-python not installed ({err})"
-    return llama_cpp_peer.batched_sampling_tokens_per_s(weights.smollm2_gguf_path(), prompts, num_samples, new_tokens)
+    return llama_cpp_peer.batched_sampling_tokens_per_s(weights.resolve(common.REAL_MODELS[model]), prompts,
+                                                        num_samples, new_tokens)
 
 
 def _time_ours(params, config, args) -> tuple[np.ndarray, dict]:
@@ -83,7 +85,7 @@ def main() -> None:
         parser.add_argument("--prompt-len", type=int, default=100)
         parser.add_argument("--new", type=int, default=64)
         parser.add_argument("--skip-peers", action="store_true", help="measure ours and the bound only")
-        parser.add_argument("--model", default="smollm2-135m", choices=("smollm2-135m", *BANDWIDTH_MODELS),
+        parser.add_argument("--model", default="smollm2-135m", choices=(*common.REAL_MODELS, *BANDWIDTH_MODELS),
                             help="llama3-1b (tiny: its CPU dry run): random weights, memory-bandwidth bound, no peers")
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                             help="our compute and weight dtype (the peers stay float32)")
@@ -91,7 +93,7 @@ def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], extra)
     if args.model in BANDWIDTH_MODELS:
         return _bandwidth_bound_run(args)
-    config, params = weights.load("smollm2-135m-instruct", dtype=args.dtype)
+    config, params = weights.load(common.REAL_MODELS[args.model], dtype=args.dtype)
     peak = common.measured_matmul_flops(dtype=config.compute_dtype)
     prompts, ours = _time_ours(params, config, args)
     generated = args.prompts * args.samples * args.new
@@ -105,16 +107,16 @@ def main() -> None:
         if args.skip_peers:
             peers[name], notes[name] = None, "skipped (--skip-peers)"
             continue
-        peers[name], notes[name] = peer(prompts, args.samples, args.new)
+        peers[name], notes[name] = peer(args.model, prompts, args.samples, args.new)
     ours_tps = generated / ours["median_s"]
     latency = common.time_call(lambda: sampling.sample(params, config, prompts[:1].tolist(), max_new_tokens=args.new,
                                                        temperature=0.0), repeats=args.repeats)
     workloads = [
-        {"name": f"smollm2-135m {args.dtype} b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s",
+        {"name": f"{args.model} {args.dtype} b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s",
          "ours": ours_tps,
          "peers": peers, "peer_notes": notes, "bound": {"value": bound, "kind": "compute"},
          "fraction_of_bound": ours_tps / bound, "compile_s": ours["first_call_s"], "ours_median_s": ours["median_s"]},
-        {"name": f"smollm2-135m batch-1 greedy new{args.new} latency", "unit": "ms/token",
+        {"name": f"{args.model} batch-1 greedy new{args.new} latency", "unit": "ms/token",
          "ours": 1000 * latency["median_s"] / args.new, "peers": {}, "compile_s": latency["first_call_s"],
          "note": f"includes one {args.prompt_len}-token prefill"},
     ]
