@@ -106,13 +106,17 @@ def test_improver_sft_loss_is_the_y_w_token_logprob_sum(backbone):
     seqs = {k: jnp.asarray(v) for k, v in data.seqs.items()}
     loss_fn = methods.get_loss("pit_improver_sft").make_loss(make_transformer_logprob_fn(CONFIG))
     loss, metrics = loss_fn(backbone, None, {"seqs": seqs})
-    direct = []
-    for pair in PAIRS[:4]:
-        prompt = TOKENIZER.encode(pit.improver_prompt(pair.prompt, pair.rejected))
-        y_w = TOKENIZER.encode(pair.chosen)
-        logits, _ = forward(backbone, CONFIG, jnp.asarray([prompt + y_w]))
-        logp = np.asarray(jax.nn.log_softmax(logits[0], -1), np.float64)
-        direct.append(sum(logp[len(prompt) + i - 1, tok] for i, tok in enumerate(y_w)))
+    prompts = [TOKENIZER.encode(pit.improver_prompt(p.prompt, p.rejected)) for p in PAIRS[:4]]
+    y_ws = [TOKENIZER.encode(p.chosen) for p in PAIRS[:4]]
+    # One direct forward of the unpadded rows prompt ++ y_w, right-padded (causal: padding after a row's
+    # tokens cannot change their logits), log-softmax, the y_w tokens' entries summed.
+    width = max(len(p) + len(y) for p, y in zip(prompts, y_ws))
+    rows = np.zeros((4, width), np.int32)
+    for i, (p, y) in enumerate(zip(prompts, y_ws)):
+        rows[i, :len(p) + len(y)] = p + y
+    logits, _ = forward(backbone, CONFIG, jnp.asarray(rows))
+    logp = np.asarray(jax.nn.log_softmax(logits, -1), np.float64)
+    direct = [sum(logp[i, len(p) + j - 1, tok] for j, tok in enumerate(y)) for i, (p, y) in enumerate(zip(prompts, y_ws))]
     np.testing.assert_allclose(loss, -np.mean(direct), rtol=1e-5)
     assert float(metrics["denominator"]) == 4
     # Only y_w's tokens are targets: x and y_l (the prompt part of each row) carry no loss term.
