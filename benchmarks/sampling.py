@@ -1,6 +1,7 @@
-"""Sampling throughput: N completions per prompt on SmolLM2-135M, side by side with transformers and llama.cpp.
+"""Sampling throughput: N completions per prompt on SmolLM2-135M or Gemma 3 270M, side by side with peers.
 
     python -m benchmarks.sampling --json runs/bench/sampling.json [--prompts 16 --samples 16 --new 64]
+        [--model smollm2-135m|gemma3-270m]
 
 Workload (issue 3): 16 prompts of 100 tokens, N = 16 samples each, 64 new tokens, temperature 1,
 no truncation, every sequence forced to the full 64 tokens (no stop), float32. Reported: generated
@@ -31,10 +32,12 @@ from sharpen_jax import sampling, weights
 from sharpen_jax.testing import random_params
 from sharpen_jax.config import TransformerConfig
 
+BANDWIDTH_MODELS = {"llama3-1b": TransformerConfig.llama3_1b, "tiny": TransformerConfig.tiny}
 
-def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
+
+def _transformers_peer(model: str, prompts: np.ndarray, num_samples: int, new_tokens: int):
     """(tokens/s, note) for transformers' generate at its faster thread count, or (None, reason)."""
-    hf_model, reason = common.transformers_smollm2()
+    hf_model, reason = common.transformers_gguf(model)
     if hf_model is None:
         return None, reason
     import torch
@@ -56,17 +59,19 @@ def _transformers_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
     return generated / by_threads[threads], note
 
 
-def _llama_cpp_peer(prompts: np.ndarray, num_samples: int, new_tokens: int):
+def _llama_cpp_peer(model: str, prompts: np.ndarray, num_samples: int, new_tokens: int):
     try:
         from benchmarks import llama_cpp_peer
     except ImportError as err:
         return None, f"llama-cpp-python not installed ({err})"
-    return llama_cpp_peer.batched_sampling_tokens_per_s(weights.smollm2_gguf_path(), prompts, num_samples, new_tokens)
+    return llama_cpp_peer.batched_sampling_tokens_per_s(weights.resolve(common.REAL_MODELS[model]), prompts,
+                                                        num_samples, new_tokens)
 
 
 def _time_ours(params, config, args) -> tuple[np.ndarray, dict]:
     """The random prompts [prompts, prompt_len] and the timing of sampling N completions of each."""
-    prompts = np.random.default_rng(0).integers(100, config.vocab_size, (args.prompts, args.prompt_len))
+    low = min(100, config.vocab_size // 2)  # ids >= 100 skip special tokens; the tiny vocabulary has 97
+    prompts = np.random.default_rng(0).integers(low, config.vocab_size, (args.prompts, args.prompt_len))
     timing = common.time_call(lambda: sampling.sample(params, config, prompts.tolist(), num_samples=args.samples,
                                                       max_new_tokens=args.new, rng=jax.random.key(0)),
                               repeats=args.repeats)
@@ -80,15 +85,15 @@ def main() -> None:
         parser.add_argument("--prompt-len", type=int, default=100)
         parser.add_argument("--new", type=int, default=64)
         parser.add_argument("--skip-peers", action="store_true", help="measure ours and the bound only")
-        parser.add_argument("--model", default="smollm2-135m", choices=("smollm2-135m", "llama3-1b"),
-                            help="llama3-1b: random weights, memory-bandwidth bound, no peers")
+        parser.add_argument("--model", default="smollm2-135m", choices=(*common.REAL_MODELS, *BANDWIDTH_MODELS),
+                            help="llama3-1b (tiny: its CPU dry run): random weights, memory-bandwidth bound, no peers")
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                             help="our compute and weight dtype (the peers stay float32)")
 
     args = common.parse_args(__doc__.splitlines()[0], extra)
-    if args.model == "llama3-1b":
+    if args.model in BANDWIDTH_MODELS:
         return _bandwidth_bound_run(args)
-    config, params = weights.load("smollm2-135m-instruct", dtype=args.dtype)
+    config, params = weights.load(common.REAL_MODELS[args.model], dtype=args.dtype)
     peak = common.measured_matmul_flops(dtype=config.compute_dtype)
     prompts, ours = _time_ours(params, config, args)
     generated = args.prompts * args.samples * args.new
@@ -102,16 +107,16 @@ def main() -> None:
         if args.skip_peers:
             peers[name], notes[name] = None, "skipped (--skip-peers)"
             continue
-        peers[name], notes[name] = peer(prompts, args.samples, args.new)
+        peers[name], notes[name] = peer(args.model, prompts, args.samples, args.new)
     ours_tps = generated / ours["median_s"]
     latency = common.time_call(lambda: sampling.sample(params, config, prompts[:1].tolist(), max_new_tokens=args.new,
                                                        temperature=0.0), repeats=args.repeats)
     workloads = [
-        {"name": f"smollm2-135m {args.dtype} b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s",
+        {"name": f"{args.model} {args.dtype} b{args.prompts} n{args.samples} new{args.new}", "unit": "tokens/s",
          "ours": ours_tps,
          "peers": peers, "peer_notes": notes, "bound": {"value": bound, "kind": "compute"},
          "fraction_of_bound": ours_tps / bound, "compile_s": ours["first_call_s"], "ours_median_s": ours["median_s"]},
-        {"name": f"smollm2-135m batch-1 greedy new{args.new} latency", "unit": "ms/token",
+        {"name": f"{args.model} batch-1 greedy new{args.new} latency", "unit": "ms/token",
          "ours": 1000 * latency["median_s"] / args.new, "peers": {}, "compile_s": latency["first_call_s"],
          "note": f"includes one {args.prompt_len}-token prefill"},
     ]
@@ -119,8 +124,9 @@ def main() -> None:
 
 
 def _bandwidth_bound_run(args) -> None:
-    """The sampling workload on a random-weight Llama-3.2-1B shape, against the decode bandwidth bound."""
-    config = TransformerConfig.llama3_1b(dtype=args.dtype, param_dtype=args.dtype)
+    """The sampling workload on a random-weight Llama-3.2-1B shape (or the tiny one), against the decode
+    bandwidth bound."""
+    config = BANDWIDTH_MODELS[args.model](dtype=args.dtype, param_dtype=args.dtype)
     params = random_params(config, 0)
     _, ours = _time_ours(params, config, args)
     rows, generated = args.prompts * args.samples, args.prompts * args.samples * args.new
@@ -131,7 +137,7 @@ def _bandwidth_bound_run(args) -> None:
     step_bytes = weight_bytes + kv_bytes_per_slot * (args.prompts * args.prompt_len + rows * args.new / 2)
     bound = rows * bandwidth / step_bytes
     tokens_per_s = generated / ours["median_s"]
-    workloads = [{"name": f"llama3-1b-shape {args.dtype} b{args.prompts} n{args.samples} new{args.new}",
+    workloads = [{"name": f"{args.model}-shape {args.dtype} b{args.prompts} n{args.samples} new{args.new}",
                   "unit": "tokens/s", "ours": tokens_per_s, "peers": {}, "bound": {"value": bound, "kind": "memory"},
                   "fraction_of_bound": tokens_per_s / bound, "compile_s": ours["first_call_s"],
                   "ours_median_s": ours["median_s"]}]

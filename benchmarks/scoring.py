@@ -1,6 +1,7 @@
-"""Teacher-forced scoring throughput of SmolLM2-135M on CPU, side by side with transformers.
+"""Teacher-forced scoring throughput of SmolLM2-135M or Gemma 3 270M on CPU, side by side with transformers.
 
     python -m benchmarks.scoring --json runs/bench/scoring.json [--repeats 5] [--shapes 1x128,4x256,16x256]
+        [--model smollm2-135m|gemma3-270m]
 
 Workload "BxT": B sequences of T tokens, every token after the first is scored (per-token
 log-probs of the whole sequence: forward pass, log-softmax, gather). Ours is
@@ -18,9 +19,9 @@ from benchmarks import common
 from sharpen_jax import scoring, weights
 
 
-def _torch_scorer(tokens_BT: np.ndarray):
+def _torch_scorer(tokens_BT: np.ndarray, model: str):
     """A closure running transformers' forward + log-softmax + gather, or (None, reason)."""
-    hf_model, reason = common.transformers_smollm2()
+    hf_model, reason = common.transformers_gguf(model)
     if hf_model is None:
         return None, reason
     import torch
@@ -36,9 +37,13 @@ def _torch_scorer(tokens_BT: np.ndarray):
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0], lambda p: p.add_argument("--shapes", default="1x128,4x256,16x256"))
+    def extra(parser):
+        parser.add_argument("--shapes", default="1x128,4x256,16x256")
+        parser.add_argument("--model", default="smollm2-135m", choices=tuple(common.REAL_MODELS))
+
+    args = common.parse_args(__doc__.splitlines()[0], extra)
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
-    config, params = weights.load("smollm2-135m-instruct")
+    config, params = weights.load(common.REAL_MODELS[args.model])
     peak = common.measured_matmul_flops()
     rng = np.random.default_rng(0)
     workloads = []
@@ -47,7 +52,7 @@ def main() -> None:
         valid = np.ones((b, t), bool)
         ours = common.time_call(lambda: scoring.score_sequences(params, config, tokens, valid, valid)
                                 .sum_logprob.block_until_ready(), repeats=args.repeats)
-        torch_run, reason = _torch_scorer(tokens)
+        torch_run, reason = _torch_scorer(tokens, args.model)
         peers, notes = {"transformers": None}, {}
         if torch_run is None:
             notes["transformers"] = reason
@@ -59,7 +64,7 @@ def main() -> None:
                 f"{k}: {v:.3f}" for k, v in by_threads.items())
         bound = peak / config.flops_per_token(t / 2)
         workloads.append({
-            "name": f"smollm2-135m score {b}x{t}", "unit": "tokens/s", "ours": b * t / ours["median_s"],
+            "name": f"{args.model} score {b}x{t}", "unit": "tokens/s", "ours": b * t / ours["median_s"],
             "peers": peers, "peer_notes": notes, "bound": {"value": bound, "kind": "compute"},
             "fraction_of_bound": b * t / ours["median_s"] / bound, "compile_s": ours["first_call_s"],
             "ours_median_s": ours["median_s"]})

@@ -2,7 +2,7 @@
 read after update t is dispatched, against the same loop forced to sync on every update (the loop
 before the change read `metrics["finite"]` right after each step).
 
-    python -m benchmarks.train_loop --json runs/bench/train_loop.json --repeats 3
+    python -m benchmarks.train_loop --json runs/bench/train_loop.json --repeats 3 [--workloads "toy b8 t64"]
 
 Workloads: a toy transformer (the smoke presets' shape) and the SmolLM2-135M shape (random
 weights), SFT step on a fixed batch, `log_every` large so logging does not sync either. Both loops
@@ -56,9 +56,12 @@ def loop_seconds(config: TransformerConfig, batch: int, seq: int, steps: int, sy
 
 def main() -> None:
     """Measure both loops on each workload and write the JSON report."""
-    args = common.parse_args(__doc__.splitlines()[0])
+    args = common.parse_args(__doc__.splitlines()[0], lambda parser: parser.add_argument(
+        "--workloads", nargs="+", choices=sorted(WORKLOADS), default=sorted(WORKLOADS),
+        help="which workloads to run (default: all)"))
     workloads = []
-    for name, (config, batch, seq, steps) in WORKLOADS.items():
+    for name in args.workloads:
+        config, batch, seq, steps = WORKLOADS[name]
         times = {True: [], False: []}
         for _ in range(args.repeats):
             for synced in (False, True):

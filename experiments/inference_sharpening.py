@@ -14,7 +14,10 @@ The workdir receives
                  extracted answer, correctness, length and every reward, so any table or figure can
                  be recomputed without resampling,
   summary.json   the accuracy table per model, task, reward and N, with standard errors,
-  summary.md     the same table as markdown, and figures/ (experiments.plots).
+  summary.md     the same table as markdown, and figures/ (experiments.plots),
+  invocations.jsonl  one line per invocation that got through its sampling loop: whether it resumed,
+                 how many batches were already done, the plan position of the first batch it ran
+                 and how many it ran (what tells a resume from a restart).
 Prompts are processed in fixed batches of `prompt_batch_size` whose sampling keys depend only on
 (seed, model, task, batch), and each finished batch is appended to results.jsonl at once; an
 interrupted run started again with the same command skips the finished batches and ends with
@@ -244,8 +247,6 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     if len(kept) != len(read_jsonl(path)):
         rewrite_jsonl(path, kept)  # drops the records of a batch cut short by a kill; it is redone whole
     todo = [u for u in units if u not in done]
-    append_jsonl(os.path.join(workdir, INVOCATIONS), [{"resumed": resumed, "done_batches": len(done),
-                                                       "todo_batches": len(todo)}])
     if not todo:
         print(f"all {len(units)} prompt batches of this run are done; rewriting the summary and figures")
     else:
@@ -255,6 +256,7 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     mesh = sharding.make_mesh(data=-1, model=config.model_parallel) if config.shard else None
     bar = tqdm.tqdm(total=sum(len(u.indices) for u in todo), desc="prompts", unit="prompt", disable=not config.progress)
     reference = load_spec(config.reward_model, config, mesh) if config.reward_model and todo else None
+    ran: list[Unit] = []
     for model in config.models:
         mine = [u for u in todo[:budget] if u.model == model]
         if not mine:
@@ -275,7 +277,11 @@ def _run(config, workdir: str, task_objects) -> dict | None:
             append_jsonl(path, run_unit(config, unit, task_objects[unit.task], stops[unit.task], policy, ref,
                                                reward_fns, mesh, bar))
             bar.update(len(unit.indices))
+            ran.append(unit)
     bar.close()
+    append_jsonl(os.path.join(workdir, INVOCATIONS), [{
+        "resumed": resumed, "done_batches": len(done), "todo_batches": len(todo),
+        "first_batch": units.index(ran[0]) if ran else None, "ran_batches": len(ran)}])
     if budget < len(todo):
         print(f"stopped after max_batches={config.max_batches} batches; run the same command again to resume")
         return None

@@ -1,6 +1,6 @@
 """Model specs of the experiments: one way to name, check and load a model and its tokenizer.
 
-A spec is a short name ("smollm2-135m-instruct"), an HF checkpoint directory, a .gguf file, or the
+A spec is a short name ("smollm2-135m-instruct", "gemma3-270m"), an HF checkpoint directory, a .gguf file, or the
 one toy model of every experiment, "random:SEED": a decoder of the config's `random_model` shape
 with random weights (`sharpen_jax.testing.random_model`), over the vocabulary of the config's
 `tokenizer`. A tokenizer spec is a model spec whose tokenizer is read, or "char" for the character

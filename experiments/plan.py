@@ -154,3 +154,83 @@ def report(plan: Plan, devices: int, tokens_per_s: float = 0.0) -> str:
                f"per device ({'assumed' if assumed else 'given'}; --tokens_per_s sets it), "
                f"teacher-forced tokens {SCORE_SPEEDUP:g}x faster")
     return "\n".join(out)
+
+
+# The table of docs/SCALING.md: `python -m experiments.plan` (options: --help).
+TABLE_MODELS = {"Llama-3.1-8B": TransformerConfig.llama3_1_8b, "Mistral-7B": TransformerConfig.mistral_7b,
+                "Qwen2.5-7B": TransformerConfig.qwen2_5_7b}
+MACHINES = {"8x H100 80GB": (8, 80e9), "v5p-8": (4, 95e9)}  # (JAX devices, HBM bytes per device)
+
+
+def memory_table(models: dict, machines: dict, meshes: tuple[dict, ...], *, num_samples: int = 50,
+                 max_rows: int = 256, max_new_tokens: int = 512, lora_rank: int = 8) -> str:
+    """A markdown table of memory per device (GiB) for each model (bfloat16 weights) x machine x mesh x
+    workload: sampling (decode layout; N samples of max_new_tokens with PROMPT_TOKENS-token prompts,
+    max_rows rows per micro-batch), LoRA and full fine-tuning (float32 trainable copy, gradients and
+    Adam moments, plus the sampler's cache); `fits` compares the total with the device's HBM."""
+    targets = tuple(lora.ALL_PROJECTIONS)
+    header = ("| model | machine | mesh (data, fsdp, model) | workload | parameters | optimizer state "
+              "(trainable copy, grads, Adam) | KV cache | total | fits |")
+    rows = [header, "|" + "---|" * 9]
+    for model_name, make_config in models.items():
+        config = make_config(dtype="bfloat16", param_dtype="bfloat16")
+        for machine, (devices, hbm) in machines.items():
+            for sizes in meshes:
+                mesh = mesh_for(devices, **sizes)
+                cache = sampler_cache_bytes(config, num_samples, max_rows, max_new_tokens, mesh)
+                workloads = {"sampling": inference_memory(config, mesh, cache),
+                             f"LoRA r{lora_rank} training": training_memory(config, mesh, lora_rank, targets, cache),
+                             "full fine-tuning": training_memory(config, mesh, 0, targets, cache)}
+                for workload, parts in workloads.items():
+                    optimizer = sum(v for k, v in parts.items() if k not in ("parameters", "KV cache"))
+                    total = sum(parts.values())
+                    rows.append(f"| {model_name} | {machine} | {tuple(mesh.shape.values())} | {workload} | "
+                                f"{parts['parameters'] / 2**30:.1f} | {optimizer / 2**30:.1f} | "
+                                f"{parts['KV cache'] / 2**30:.1f} | {total / 2**30:.1f} | "
+                                f"{'yes' if total < hbm else 'no'} |")
+    return "\n".join(rows)
+
+
+def _mesh_arg(text: str) -> dict:
+    """"fsdp=-1" -> {"data": 1, "fsdp": -1, "model": 1}: the axes not named have size 1."""
+    sizes = dict.fromkeys(sharding.AXES, 1)
+    for part in text.split(","):
+        axis, _, value = part.partition("=")
+        if axis not in sharding.AXES or not value.lstrip("-").isdigit():
+            raise ValueError(f"--mesh {text!r}; expected AXIS=SIZE pairs over {sharding.AXES}, e.g. data=1,fsdp=-1")
+        sizes[axis] = int(value)
+    return sizes
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Memory per device of the 7-8B models from jax.eval_shape "
+                                                 "(docs/SCALING.md); no weights are read.")
+    parser.add_argument("--models", default=",".join(TABLE_MODELS), help=f"comma-separated, of {list(TABLE_MODELS)}")
+    parser.add_argument("--machines", default=",".join(MACHINES), help=f"comma-separated, of {list(MACHINES)}")
+    parser.add_argument("--mesh", action="append", default=None,
+                        help="AXIS=SIZE,... (repeatable; default: data=-1 and fsdp=-1)")
+    parser.add_argument("--num_samples", type=int, default=50)
+    parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument("--max_rows", type=int, default=256)
+    parser.add_argument("--lora_rank", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    def pick(names: str, table: dict, flag: str) -> dict:
+        unknown = [n for n in names.split(",") if n not in table]
+        if unknown:
+            parser.error(f"--{flag} {names!r}: unknown {unknown}; expected names of {list(table)}")
+        return {n: table[n] for n in names.split(",")}
+
+    models, machines = pick(args.models, TABLE_MODELS, "models"), pick(args.machines, MACHINES, "machines")
+    try:
+        meshes = tuple(_mesh_arg(m) for m in (args.mesh or ["data=-1", "fsdp=-1"]))
+        print(memory_table(models, machines, meshes, num_samples=args.num_samples, max_rows=args.max_rows,
+                           max_new_tokens=args.max_new_tokens, lora_rank=args.lora_rank))
+    except ValueError as err:
+        parser.error(str(err))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Model configuration: a frozen dataclass for the Llama family (Llama, Mistral, Qwen2, Phi-3 shapes).
+"""Model configuration: a frozen dataclass for the Llama family (Llama, Mistral, Qwen2, Phi-3 shapes) and Gemma 3.
 
 The config is hashable so it can be a static argument of jitted functions. Dtypes are stored as
 strings ("float32", "bfloat16") so configs serialize to JSON and compare by value.
@@ -14,7 +14,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3", "gemma3")
+LAYER_TYPES = ("sliding_attention", "full_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,15 @@ class LongRopeScaling:
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-    """Hyper-parameters of a Llama-family decoder.
+    """Hyper-parameters of a Llama-family or Gemma 3 decoder.
+
+    architecture="gemma3" selects the Gemma 3 variant of the same decoder (Gemma 3 report, Sec. 2; HF
+    Gemma3TextModel): RMSNorm scaled by (1 + scale), norms before and after attention and MLP, RMSNorm
+    on each query/key head (QK-norm), GeGLU with tanh-GELU, embeddings times sqrt(dim).
+    `layer_types` (one of LAYER_TYPES per layer) interleaves sliding-window layers (window
+    `sliding_window`, RoPE base `rope_local_theta`) with global layers (no window, base `rope_theta`);
+    without it every layer uses `sliding_window` and `rope_theta`. Attention scores are scaled by
+    query_pre_attn_scalar^(-1/2) (head_dim^(-1/2) when None).
 
     Axis legend used across the model code: B batch, T time, S cache length, N query heads,
     K kv heads, G = N // K query heads per kv head, H head dim, D model dim, F MLP hidden dim,
@@ -67,6 +76,9 @@ class TransformerConfig:
     tie_embeddings: bool = True
     qkv_bias: bool = False
     sliding_window: int | None = None
+    layer_types: tuple[str, ...] | None = None
+    rope_local_theta: float | None = None
+    query_pre_attn_scalar: float | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
@@ -89,6 +101,13 @@ class TransformerConfig:
                 if len(getattr(self.rope_scaling, name)) != self.head_dim // 2:
                     raise ValueError(f"rope_scaling.{name} has {len(getattr(self.rope_scaling, name))} entries; "
                                      f"expected head_dim / 2 = {self.head_dim // 2}")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_layers or not set(self.layer_types) <= set(LAYER_TYPES):
+                raise ValueError(f"layer_types={self.layer_types!r}; expected {self.num_layers} entries, each one "
+                                 f"of {LAYER_TYPES}")
+            if self.sliding_window is None or self.rope_local_theta is None:
+                raise ValueError("layer_types needs sliding_window and rope_local_theta (the window and RoPE base "
+                                 "of the sliding_attention layers)")
         for name in ("dtype", "param_dtype"):
             value = getattr(self, name)
             if value not in ("float32", "bfloat16", "float16"):
@@ -105,6 +124,13 @@ class TransformerConfig:
     def replace(self, **changes) -> TransformerConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def sliding_layers(self) -> tuple[bool, ...] | None:
+        """Per layer: does it use the sliding window (None when every layer is alike)."""
+        if self.layer_types is None:
+            return None
+        return tuple(kind == "sliding_attention" for kind in self.layer_types)
+
     def num_params(self) -> int:
         """Total parameter count (embeddings counted once when tied)."""
         d, f, l = self.dim, self.hidden_dim, self.num_layers
@@ -112,18 +138,23 @@ class TransformerConfig:
         if self.qkv_bias:
             attn += (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         per_layer = attn + 3 * d * f + 2 * d
+        if self.architecture == "gemma3":  # post-attention/post-MLP norms and the q/k head norms
+            per_layer += 2 * d + 2 * self.head_dim
         embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         return l * per_layer + embed + d
 
     def flops_per_token(self, context: int) -> float:
         """Forward FLOPs per token: 2 * (non-embedding matmul params + lm head) + attention.
 
-        `context` is the average number of keys each query attends to (T/2 for a causal pass).
+        `context` is the average number of keys each query attends to (T/2 for a causal pass); with
+        layer_types, a sliding-window layer attends to at most `sliding_window` of them.
         """
         d, f, l = self.dim, self.hidden_dim, self.num_layers
         matmul = l * (d * self.num_heads * self.head_dim * 2 + d * self.num_kv_heads * self.head_dim * 2
                       + 3 * d * f) + d * self.vocab_size
-        attention = l * 2 * self.num_heads * self.head_dim * context
+        contexts = [min(context, self.sliding_window) if local else context
+                    for local in (self.sliding_layers or (False,) * l)]
+        attention = 2 * self.num_heads * self.head_dim * sum(contexts)
         return 2.0 * matmul + 2.0 * attention
 
     def to_json(self) -> str:
@@ -132,6 +163,8 @@ class TransformerConfig:
     @classmethod
     def from_json(cls, text: str) -> TransformerConfig:
         data = json.loads(text)
+        if data.get("layer_types") is not None:
+            data["layer_types"] = tuple(data["layer_types"])
         scaling = data.get("rope_scaling")
         if scaling is not None and "short_factor" in scaling:
             data["rope_scaling"] = LongRopeScaling(**{**scaling, "short_factor": tuple(scaling["short_factor"]),
@@ -189,13 +222,30 @@ class TransformerConfig:
                     architecture="phi3")
         return cls(**{**base, **overrides})
 
+    @classmethod
+    def gemma3_270m(cls, **overrides) -> TransformerConfig:
+        """Gemma 3 270M (HF google/gemma-3-270m config.json): every 6th layer global, the rest windowed."""
+        base = dict(vocab_size=262144, dim=640, num_layers=18, num_heads=4, num_kv_heads=1, head_dim=256,
+                    hidden_dim=2048, rms_norm_eps=1e-6, rope_theta=1_000_000.0, rope_local_theta=10_000.0,
+                    max_seq_len=32768, sliding_window=512, query_pre_attn_scalar=256.0,
+                    layer_types=gemma3_layer_types(18, 6), architecture="gemma3")
+        return cls(**{**base, **overrides})
 
-def rope_inverse_frequencies(config: TransformerConfig, long: bool = False) -> np.ndarray:
+
+def gemma3_layer_types(num_layers: int, pattern: int) -> tuple[str, ...]:
+    """Gemma 3's interleaving: layer i is global when (i + 1) % pattern == 0, else sliding-window
+    (HF Gemma3TextConfig's default layer_types with sliding_window_pattern = `pattern`)."""
+    return tuple("full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(num_layers))
+
+
+def rope_inverse_frequencies(config: TransformerConfig, long: bool = False, local: bool = False) -> np.ndarray:
     """Inverse frequencies theta^(-2i/H), with Llama-3 scaling applied when configured (HF semantics);
-    under longrope, divided by the short factors (or the long ones when `long`)."""
+    under longrope, divided by the short factors (or the long ones when `long`). `local`: the
+    unscaled frequencies of base rope_local_theta (Gemma 3's sliding-window layers)."""
     h = config.head_dim
-    inv_freq = 1.0 / (np.float32(config.rope_theta) ** (np.arange(0, h, 2).astype(np.float32) / np.float32(h)))
-    scaling = config.rope_scaling
+    theta = config.rope_local_theta if local else config.rope_theta
+    inv_freq = 1.0 / (np.float32(theta) ** (np.arange(0, h, 2).astype(np.float32) / np.float32(h)))
+    scaling = None if local else config.rope_scaling
     if isinstance(scaling, LongRopeScaling):
         factors = np.asarray(scaling.long_factor if long else scaling.short_factor, np.float32)
         return (1.0 / (factors * np.float32(config.rope_theta) ** (np.arange(0, h, 2).astype(np.float32)

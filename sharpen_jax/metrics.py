@@ -3,6 +3,7 @@
 Every record is one JSON object per line, {"step": s, "split": "train" | "eval" | ..., name: value}.
 A resumed run first drops the records after its restart step, so the log of a run that was killed
 and resumed is the log of an uninterrupted run (TensorBoard shows the overlap as rewritten points).
+In a multi-process run only process 0 writes (and shows the bar); the others compute the same records.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 import tqdm
 
+from sharpen_jax import distributed
 from sharpen_jax.jsonl import read_jsonl, rewrite_jsonl
 
 
@@ -46,8 +48,13 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, *, resume_step: int = 0, total_steps: int | None = None,
                  progress: bool = True):
-        os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = distributed.is_main_process()
+        if not self.enabled:
+            self._jsonl = self._tb = None
+            self._bar = tqdm.tqdm(disable=True)
+            return
+        os.makedirs(workdir, exist_ok=True)
         rewrite_jsonl(self.jsonl_path, [r for r in read_jsonl(self.jsonl_path) if r.get("step", 0) <= resume_step])
         self._jsonl = open(self.jsonl_path, "a")
         self._tb = _import_tensorboardx().SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -60,9 +67,11 @@ class MetricsWriter:
         for name, value in metrics.items():
             number = _to_float(value)
             record[name] = number if math.isfinite(number) else str(number)
-            self._tb.add_scalar(f"{split}/{name}", number, int(step))
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+            if self.enabled:
+                self._tb.add_scalar(f"{split}/{name}", number, int(step))
+        if self.enabled:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
         return record
 
     def advance(self, steps: int, postfix: Mapping[str, float] | None = None) -> None:
@@ -74,8 +83,9 @@ class MetricsWriter:
     def close(self) -> None:
         """Flush and close the progress bar, TensorBoard and JSONL writers."""
         self._bar.close()
-        self._tb.close()
-        self._jsonl.close()
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
 
     def __enter__(self) -> MetricsWriter:
         return self

@@ -1,4 +1,5 @@
-"""Llama-family decoder in flax.linen, pure-functional, with an explicit KV cache.
+"""Llama-family decoder in flax.linen, pure-functional, with an explicit KV cache; Gemma 3 is a
+config-selected variant of the same decoder (see TransformerConfig).
 
 Axis legend: B batch, T time (new tokens), S cache length, N query heads, K kv heads,
 G = N // K, H head dim, D model dim, F MLP hidden dim, V vocab, L layers.
@@ -19,7 +20,8 @@ prefix ++ own slots, and the prefix is stored and read once per prompt instead o
 
 Attention rule, identical with and without a cache: a query at slot i with position p may read a
 key slot s when the slot holds a real token (pos >= 0), s <= i (causal in slot order), and, with a
-sliding window W, p - pos_s < W. Positions come in as an argument, so a left-padded row gives its
+sliding window W, p - pos_s < W. With Gemma 3's `layer_types` the window applies to the sliding-window
+layers only, and each kind of layer has its own RoPE base. Positions come in as an argument, so a left-padded row gives its
 real tokens the same positions (and logits) as the unpadded sequence.
 """
 
@@ -39,29 +41,42 @@ _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * scale, computed in float32."""
+    """x / sqrt(mean(x^2) + eps) * (offset + scale), computed in float32 (offset 1 and scale initialized
+    to 0 for Gemma's (1 + scale) convention, HF Gemma3RMSNorm; offset 0 and scale 1 otherwise)."""
 
     eps: float
     dtype: Any
     param_dtype: Any
+    offset: float = 0.0
 
     @nn.compact
     def __call__(self, x_BTD):
-        scale_D = self.param("scale", nn.initializers.ones, (x_BTD.shape[-1],), self.param_dtype)
+        init = nn.initializers.zeros if self.offset else nn.initializers.ones
+        scale_D = self.param("scale", init, (x_BTD.shape[-1],), self.param_dtype)
         x32 = x_BTD.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        scale = scale_D.astype(jnp.float32).reshape((1,) * (normed.ndim - 1) + (-1,))
+        scale = scale_D.astype(jnp.float32).reshape((1,) * (normed.ndim - 1) + (-1,)) + self.offset
         return (scale * normed).astype(self.dtype)
 
 
-def rotary_tables(config: TransformerConfig, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _norm(config: TransformerConfig, name: str) -> RMSNorm:
+    return RMSNorm(config.rms_norm_eps, config.compute_dtype, config.weight_dtype,
+                   offset=1.0 if config.architecture == "gemma3" else 0.0, name=name)
+
+
+def rotary_tables(config: TransformerConfig, positions_BT: jax.Array, local: bool = False
+                  ) -> tuple[jax.Array, jax.Array]:
     """cos/sin tables [B, T, H] for rotate-half RoPE (HF convention: frequencies repeated twice).
 
     Under longrope (Phi-3) the long factors apply when the call's largest position + 1 exceeds
     original_max_position_embeddings (HF's dynamic switch), and cos/sin carry the attention factor.
+    `local`: the tables of base rope_local_theta (Gemma 3's sliding-window layers).
     """
     positions_BT1 = positions_BT.astype(jnp.float32)[..., None]
-    angles_BTh = positions_BT1 * jnp.asarray(rope_inverse_frequencies(config))[None, None, :]
+    angles_BTh = positions_BT1 * jnp.asarray(rope_inverse_frequencies(config, local=local))[None, None, :]
+    if local:
+        angles_BTH = jnp.concatenate([angles_BTh, angles_BTh], axis=-1)
+        return jnp.cos(angles_BTH), jnp.sin(angles_BTH)
     scaling = config.rope_scaling
     if isinstance(scaling, LongRopeScaling):
         long_BTh = positions_BT1 * jnp.asarray(rope_inverse_frequencies(config, long=True))[None, None, :]
@@ -82,28 +97,30 @@ def apply_rotary(x_BTnH: jax.Array, cos_BTH: jax.Array, sin_BTH: jax.Array) -> j
     return out.astype(x_BTnH.dtype)
 
 
-def attention_mask(config: TransformerConfig, positions_BT: jax.Array, kv_pos_BS: jax.Array,
+def attention_mask(window: int | None, positions_BT: jax.Array, kv_pos_BS: jax.Array,
                    first_slot: jax.Array | int) -> jax.Array:
-    """Boolean [B, T, S]: may query t (written at slot first_slot + t) read key slot s."""
+    """Boolean [B, T, S]: may query t (written at slot first_slot + t) read key slot s, under a
+    sliding window of `window` positions (None: no window)."""
     t, s = positions_BT.shape[1], kv_pos_BS.shape[1]
     query_slot_T = first_slot + jnp.arange(t)
     causal_TS = jnp.arange(s)[None, :] <= query_slot_T[:, None]
     mask_BTS = (kv_pos_BS[:, None, :] >= 0) & causal_TS[None]
-    if config.sliding_window is not None:
+    if window is not None:
         distance_BTS = positions_BT[:, :, None] - kv_pos_BS[:, None, :]
-        mask_BTS &= distance_BTS < config.sliding_window
+        mask_BTS &= distance_BTS < window
     return mask_BTS
 
 
-def grouped_attention(q_BTKGH, keys_BKSH, values_BKHS, mask_BTS, prefix=None):
-    """softmax(q k^T / sqrt(H)) v per kv head k and its G query heads, over the allowed key slots.
+def grouped_attention(q_BTKGH, keys_BKSH, values_BKHS, mask_BTS, prefix=None, scale=None):
+    """softmax(q k^T * scale) v per kv head k and its G query heads, over the allowed key slots
+    (scale defaults to 1 / sqrt(H)).
 
     With a shared prefix (keys [P, K, Sp, H], values [P, K, H, Sp], mask [B, T, Sp]) the softmax
     runs over prefix ++ own slots; row b reads prompt b // (B // P), and the prefix products are
     batched per prompt, so its keys and values are read once for the prompt's B // P rows.
     """
     b, t, k, g, h = q_BTKGH.shape
-    scale = h ** -0.5
+    scale = h ** -0.5 if scale is None else scale
     scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH.astype(q_BTKGH.dtype),
                               preferred_element_type=jnp.float32) * scale
     scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _MASKED)
@@ -140,6 +157,8 @@ class Attention(nn.Module):
         q_BTNH = dense(n * h, "q_proj", cfg.qkv_bias)(x_BTD).reshape(b, t, n, h)
         k_BTKH = dense(k * h, "k_proj", cfg.qkv_bias)(x_BTD).reshape(b, t, k, h)
         v_BTKH = dense(k * h, "v_proj", cfg.qkv_bias)(x_BTD).reshape(b, t, k, h)
+        if cfg.architecture == "gemma3":  # QK-norm: RMSNorm over each query and key head, before RoPE
+            q_BTNH, k_BTKH = _norm(cfg, "q_norm")(q_BTNH), _norm(cfg, "k_norm")(k_BTKH)
         q_BTNH = apply_rotary(q_BTNH, cos_BTH, sin_BTH)
         k_BTKH = apply_rotary(k_BTKH, cos_BTH, sin_BTH)
 
@@ -156,13 +175,15 @@ class Attention(nn.Module):
             values_BKHS = jax.lax.dynamic_index_in_dim(cache_v, layer, keepdims=False)
             new_cache = (cache_k, cache_v)
 
-        out_BTKGH = grouped_attention(q_BTNH.reshape(b, t, k, n // k, h), keys_BKSH, values_BKHS, mask_BTS, prefix)
+        scale = None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar ** -0.5
+        out_BTKGH = grouped_attention(q_BTNH.reshape(b, t, k, n // k, h), keys_BKSH, values_BKHS, mask_BTS, prefix,
+                                      scale)
         out_BTD = dense(cfg.dim, "o_proj", False)(out_BTKGH.reshape(b, t, n * h))
         return out_BTD, new_cache
 
 
 class MLP(nn.Module):
-    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+    """SwiGLU feed-forward down(silu(gate(x)) * up(x)); for Gemma 3 GeGLU, down(gelu_tanh(gate(x)) * up(x))."""
 
     config: TransformerConfig
 
@@ -171,12 +192,16 @@ class MLP(nn.Module):
         cfg = self.config
         dense = lambda features, name: nn.Dense(  # noqa: E731
             features, use_bias=False, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name=name)
-        hidden_BTF = nn.silu(dense(cfg.hidden_dim, "gate_proj")(x_BTD)) * dense(cfg.hidden_dim, "up_proj")(x_BTD)
+        act = functools.partial(nn.gelu, approximate=True) if cfg.architecture == "gemma3" else nn.silu
+        hidden_BTF = act(dense(cfg.hidden_dim, "gate_proj")(x_BTD)) * dense(cfg.hidden_dim, "up_proj")(x_BTD)
         return dense(cfg.dim, "down_proj")(hidden_BTF)
 
 
 class Block(nn.Module):
     """Pre-norm decoder block as a scan body: ((x, cache_k, cache_v), layer) -> ((x, k, v), None).
+
+    Gemma 3 adds norms after attention and after the MLP, before each residual sum. With layer_types,
+    `rope` and `mask_BTS` (and the prefix mask) are (global, local) pairs and the layer picks its own.
 
     The all-layer cache travels in the scan carry and is updated in place at this layer's index;
     scanning it as xs/ys instead would copy the whole cache at every decode step.
@@ -185,19 +210,25 @@ class Block(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, carry, layer, cos_BTH, sin_BTH, mask_BTS, write_index, prefix):
+    def __call__(self, carry, layer, rope, mask_BTS, write_index, prefix):
         cfg = self.config
         x_BTD, cache_k, cache_v = carry
         layer_cache = None if cache_k is None else (cache_k, cache_v, layer)
+        prefix_mask_BTS = None if prefix is None else prefix[2]
+        if cfg.sliding_layers is not None:  # this layer's (global or local) tables and masks
+            local = jnp.asarray(cfg.sliding_layers)[layer]
+            pick = lambda pair: jax.tree.map(lambda g, l: jnp.where(local, l, g), *pair)  # noqa: E731,E741
+            rope, mask_BTS = pick(rope), pick(mask_BTS)
+            prefix_mask_BTS = None if prefix is None else pick(prefix_mask_BTS)
         if prefix is not None:  # this layer's slice of the shared prefix cache
-            prefix_k, prefix_v, prefix_mask_BTS = prefix
-            prefix = (jax.lax.dynamic_index_in_dim(prefix_k, layer, keepdims=False),
-                      jax.lax.dynamic_index_in_dim(prefix_v, layer, keepdims=False), prefix_mask_BTS)
-        norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name=name)  # noqa: E731
+            prefix = (jax.lax.dynamic_index_in_dim(prefix[0], layer, keepdims=False),
+                      jax.lax.dynamic_index_in_dim(prefix[1], layer, keepdims=False), prefix_mask_BTS)
+        gemma = cfg.architecture == "gemma3"
         attn_out, new_cache = Attention(cfg, name="attn")(
-            norm("attn_norm")(x_BTD), cos_BTH, sin_BTH, mask_BTS, layer_cache, write_index, prefix)
-        x_BTD = x_BTD + attn_out
-        x_BTD = x_BTD + MLP(cfg, name="mlp")(norm("mlp_norm")(x_BTD))
+            _norm(cfg, "attn_norm")(x_BTD), *rope, mask_BTS, layer_cache, write_index, prefix)
+        x_BTD = x_BTD + (_norm(cfg, "post_attn_norm")(attn_out) if gemma else attn_out)
+        mlp_out = MLP(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x_BTD))
+        x_BTD = x_BTD + (_norm(cfg, "post_mlp_norm")(mlp_out) if gemma else mlp_out)
         cache_k, cache_v = new_cache if new_cache is not None else (None, None)
         return (x_BTD, cache_k, cache_v), None
 
@@ -213,7 +244,9 @@ class Transformer(nn.Module):
         embed = nn.Embed(cfg.vocab_size, cfg.dim, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
         x_BTD = embed(tokens_BT)
-        cos_BTH, sin_BTH = rotary_tables(cfg, positions_BT)
+        if cfg.architecture == "gemma3":  # Gemma3TextScaledWordEmbedding: sqrt(D), rounded to the compute dtype
+            x_BTD = x_BTD * jnp.asarray(cfg.dim ** 0.5, x_BTD.dtype)
+        rope = rotary_tables(cfg, positions_BT)
         new_pos_BT = jnp.where(valid_BT, positions_BT, -1).astype(jnp.int32)
         if cache is None:
             write_index, kv_pos_BS, cache_k, cache_v = 0, new_pos_BT, None, None
@@ -221,21 +254,29 @@ class Transformer(nn.Module):
             write_index = cache["index"]
             kv_pos_BS = jax.lax.dynamic_update_slice(cache["pos"], new_pos_BT, (0, write_index))
             cache_k, cache_v = cache["k"], cache["v"]
-        mask_BTS = attention_mask(cfg, positions_BT, kv_pos_BS, write_index)
+        layered = cfg.sliding_layers is not None
+
+        def masks(kv_pos_BS, first_slot):  # one mask, or the (global, local) pair of Gemma 3
+            windowed_BTS = attention_mask(cfg.sliding_window, positions_BT, kv_pos_BS, first_slot)
+            return (attention_mask(None, positions_BT, kv_pos_BS, first_slot), windowed_BTS) if layered \
+                else windowed_BTS
+
+        mask_BTS = masks(kv_pos_BS, write_index)
+        if layered:
+            rope = (rope, rotary_tables(cfg, positions_BT, local=True))
         prefix = None
         if cache is not None and "prefix_k" in cache:
             rows_per_prompt = tokens_BT.shape[0] // cache["prefix_pos"].shape[0]
             prefix_pos_BS = jnp.repeat(cache["prefix_pos"], rows_per_prompt, axis=0)
-            prefix = (cache["prefix_k"], cache["prefix_v"],
-                      attention_mask(cfg, positions_BT, prefix_pos_BS, prefix_pos_BS.shape[1]))
+            prefix = (cache["prefix_k"], cache["prefix_v"], masks(prefix_pos_BS, prefix_pos_BS.shape[1]))
 
         block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
         layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                         in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                          length=cfg.num_layers)
         (x_BTD, cache_k, cache_v), _ = layers(cfg, name="layers")(
-            (x_BTD, cache_k, cache_v), jnp.arange(cfg.num_layers), cos_BTH, sin_BTH, mask_BTS, write_index, prefix)
-        x_BTD = RMSNorm(cfg.rms_norm_eps, cfg.compute_dtype, cfg.weight_dtype, name="final_norm")(x_BTD)
+            (x_BTD, cache_k, cache_v), jnp.arange(cfg.num_layers), rope, mask_BTS, write_index, prefix)
+        x_BTD = _norm(cfg, "final_norm")(x_BTD)
         if not cfg.tie_embeddings:  # the head is read by `unembed`, outside the module
             self.param("lm_head", nn.initializers.normal(0.02), (cfg.dim, cfg.vocab_size), cfg.weight_dtype)
         if cache is None:

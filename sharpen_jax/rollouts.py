@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from sharpen_jax import sampling
+from sharpen_jax import distributed, sampling
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.scoring import score_completions
 from sharpen_jax.selection import best_of_n
@@ -124,7 +124,8 @@ def rescore(params, config: TransformerConfig, prompt_tokens_BP, prompt_valid_BP
     0 on padding: the reference model's view of samples another policy drew.
 
     Rows (prompt b, sample n) are scored in chunks of `batch_size` rows (all at once when None); the
-    last chunk is filled up with copies of its first row so every chunk has one shape.
+    last chunk is filled up with copies of its first row so every chunk has one shape. Parameters on
+    a mesh that spans processes work too: every process gets every row's log-probs.
     """
     prompt_tokens_BP, prompt_valid_BP = np.asarray(prompt_tokens_BP), np.asarray(prompt_valid_BP, bool)
     tokens_BNC, valid_BNC = np.asarray(tokens_BNC), np.asarray(valid_BNC, bool)
@@ -143,7 +144,7 @@ def rescore(params, config: TransformerConfig, prompt_tokens_BP, prompt_valid_BP
         padded = np.concatenate([idx, np.full(chunk - len(idx), idx[0])])
         scores = score_completions(params, config, prompt_tokens_BP[prompt_R[padded]],
                                    prompt_valid_BP[prompt_R[padded]], flat_tokens[padded], flat_valid[padded])
-        out_RC[idx] = np.asarray(scores.token_logprobs)[:len(idx)]
+        out_RC[idx] = distributed.to_host(scores.token_logprobs)[:len(idx)]
     return out_RC.reshape(b, n, c)
 
 

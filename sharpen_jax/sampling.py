@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sharpen_jax import checks, sharding
+from sharpen_jax import checks, distributed, sharding
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.model import fork_cache, forward_hidden, init_cache, unembed
 from sharpen_jax.scoring import positions_from_valid
@@ -235,7 +235,8 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
 
     Prompts are processed in micro-batches of at most max(1, max_rows // num_samples) prompts.
     With a mesh, rows are sharded over its data x fsdp axes (params should be placed with
-    `sharding.param_shardings(..., decode=True)`).
+    `sharding.param_shardings(..., decode=True)`); the mesh may span several processes
+    (`distributed.global_mesh`), each passing the same prompts and receiving every output.
     """
     prompts = _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, max_rows)
     if rng is None and temperature > 0:
@@ -259,9 +260,9 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
         batch = _bucket(len(group), multiple_of=divisor)
         width = _bucket(max(len(p) for p in group), 16)
         encoded = pad_batch(group + [group[0]] * (batch - len(group)), pad_id, "left", width)
-        tokens, valid = jnp.asarray(encoded.tokens), jnp.asarray(encoded.valid)
-        if mesh is not None:
-            tokens, valid = (jax.device_put(x, sharding.batch_sharding(mesh)) for x in (tokens, valid))
+        tokens, valid = encoded.tokens, encoded.valid
+        if mesh is not None:  # every process holds all prompts; each places its own rows
+            tokens, valid = distributed.to_global((tokens, valid), sharding.batch_sharding(mesh))
         prompt_keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(start, start + batch))
         keys_R = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(num_samples)))(
             prompt_keys).reshape(-1)
@@ -269,7 +270,7 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
         result = _decode(params, config, settings, cache, logits, jnp.asarray(encoded.lengths, jnp.int32), keys_R,
                          jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), *stop_args, mesh)
         rows = len(group) * num_samples
-        outputs.append([np.asarray(x)[:rows] for x in jax.device_get(result)])
+        outputs.append([x[:rows] for x in distributed.to_host(result)])
     tokens, lengths, done, sampling_lp, model_lp = (np.concatenate(parts) for parts in zip(*outputs))
     b = len(prompts)
     return SampleOutput(tokens.reshape(b, num_samples, -1), lengths.reshape(b, num_samples),

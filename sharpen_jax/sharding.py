@@ -4,7 +4,8 @@ Mesh axes are named `data`, `fsdp` and `model`. Train layout shards weights over
 style) and `model` (Megatron style: column-parallel q/k/v/gate/up, row-parallel o/down); the decode
 layout drops `fsdp` so that each decode step reads whole weights without all-gathers. Batches are
 sharded over (`data`, `fsdp`). A dimension that the mesh axis does not divide is replicated on that
-axis instead, so the same code runs on 1 CPU, 8 fake CPU devices, one GPU or a TPU slice.
+axis instead, so the same code runs on 1 CPU, 8 fake CPU devices, one GPU or a TPU slice. Meshes that
+span several processes (multi-host) are built by `sharpen_jax.distributed.global_mesh`.
 """
 
 from __future__ import annotations
@@ -98,10 +99,3 @@ def batch_divisor(mesh: Mesh | None) -> int:
         return 1
     return int(mesh.shape["data"] * mesh.shape["fsdp"])
 
-
-def initialize_multihost(coordinator: str | None = None, num_processes: int | None = None,
-                         process_id: int | None = None) -> None:
-    """Start jax.distributed for multi-host runs (TPU pods, multi-node GPU); no-op on one process."""
-    if coordinator is None and num_processes in (None, 1):
-        return
-    jax.distributed.initialize(coordinator, num_processes, process_id)

@@ -2,7 +2,8 @@
 
 The BPE itself is the `tokenizers` library; from GGUF we only translate llama.cpp's metadata
 (tokens, merges, token types, special ids, pre-tokenizer name, chat template) into a
-`tokenizers.Tokenizer`. Chat templates are rendered with jinja2 in a sandbox, as transformers does.
+`tokenizers.Tokenizer`: byte-level BPE ("gpt2"), or Gemma's SentencePiece BPE with byte fallback
+("llama" model in a gemma3 file), whose merges are rebuilt from the vocabulary. Chat templates are rendered with jinja2 in a sandbox, as transformers does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
 
 from sharpen_jax import checks, gguf_reader
 from sharpen_jax.jsonl import read_json
@@ -190,26 +191,61 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, padding_side: str
     return EncodedBatch(tokens, valid, padding_side)
 
 
+def sentencepiece_merges(tokens: Sequence[str]) -> list[tuple[str, str]]:
+    """BPE merges implied by a SentencePiece vocabulary that lists no merges (Gemma's GGUF).
+
+    Every split of a token into two tokens is a merge; merges rank by the merged token's position in
+    the vocabulary (earlier first; Gemma's scores do not follow its merge order), then by a longer
+    left part. This is transformers' `generate_merges` as its Gemma GGUF converter calls it.
+    """
+    vocab = {token: index for index, token in enumerate(tokens)}
+    ranked = []
+    for token, index in vocab.items():
+        for cut in range(1, len(token)):
+            if token[:cut] in vocab and token[cut:] in vocab:
+                ranked.append((index, -cut, vocab[token[:cut]], vocab[token[cut:]]))
+    ranked.sort()
+    return [(tokens[left], tokens[right]) for _, _, left, right in ranked]
+
+
+def _gemma_backend(tokens: list[str]) -> HFTokenizer:
+    """Gemma's SentencePiece BPE as `tokenizers` runs it (transformers' GemmaTokenizer): spaces become
+    "▁", no prefix space, byte fallback; whitespace-only tokens stored as spaces are spelled "▁"."""
+    tokens = ["▁" * len(t) if " " in t and not t.strip() else t for t in tokens]
+    backend = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=sentencepiece_merges(tokens),
+                                     fuse_unk=True, unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "▁")
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return backend
+
+
 def from_gguf(path: str) -> Tokenizer:
     """Tokenizer from the vocabulary, merges and special tokens embedded in a GGUF file."""
     r = gguf_reader.reader(path)
     meta = lambda key, default=None: gguf_reader.metadata(r, key, default)  # noqa: E731
     kind = meta("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise ValueError(f"{path}: GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' only)")
+    gemma = kind == "llama" and meta("general.architecture") == "gemma3"
+    if kind != "gpt2" and not gemma:
+        raise ValueError(f"{path}: GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2', or "
+                         f"SentencePiece 'llama' in a Gemma 3 file)")
     tokens = list(meta("tokenizer.ggml.tokens"))
     types = list(meta("tokenizer.ggml.token_type", [1] * len(tokens)))
-    merges = [tuple(m.split(" ", 1)) for m in meta("tokenizer.ggml.merges")]
-    backend = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
-                                     fuse_unk=False, byte_fallback=False))
-    backend.pre_tokenizer = _pre_tokenizer(meta("tokenizer.ggml.pre"))
-    backend.decoder = decoders.ByteLevel()
+    if gemma:
+        backend = _gemma_backend(tokens)
+    else:
+        merges = [tuple(m.split(" ", 1)) for m in meta("tokenizer.ggml.merges")]
+        backend = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
+                                         fuse_unk=False, byte_fallback=False))
+        backend.pre_tokenizer = _pre_tokenizer(meta("tokenizer.ggml.pre"))
+        backend.decoder = decoders.ByteLevel()
     from tokenizers import AddedToken
 
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
                                 for t, kind in zip(tokens, types) if kind == _CONTROL])
+    in_vocab = backend.get_vocab()  # Gemma's respelled whitespace tokens stay ordinary tokens (as in transformers)
     backend.add_tokens([AddedToken(t, special=False, normalized=False)
-                        for t, kind in zip(tokens, types) if kind == _USER_DEFINED])
+                        for t, kind in zip(tokens, types) if kind == _USER_DEFINED and t in in_vocab])
     eos = meta("tokenizer.ggml.eos_token_id")
     eot = meta("tokenizer.ggml.eot_token_id")
     eos_ids = [int(i) for i in (eos, eot) if i is not None]

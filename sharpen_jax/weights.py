@@ -17,13 +17,14 @@ from typing import Callable
 import jax
 import numpy as np
 
-from sharpen_jax import checks, gguf_reader
+from sharpen_jax import checks, gguf_reader, model_packages
 from sharpen_jax.jsonl import read_json
-from sharpen_jax.config import SUPPORTED_ARCHITECTURES, LongRopeScaling, RopeScaling, TransformerConfig
+from sharpen_jax.config import (LAYER_TYPES, SUPPORTED_ARCHITECTURES, LongRopeScaling, RopeScaling, TransformerConfig,
+                                gemma3_layer_types)
 from sharpen_jax.sharding import param_shardings
 from sharpen_jax.model import param_shapes
 
-SHORT_NAMES = {"smollm2-135m-instruct": "smollm2"}
+SHORT_NAMES = {"smollm2-135m-instruct": "smollm2", "gemma3-270m": "gemma3"}
 _REQUIRED_HF_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "vocab_size")
 _LAYER_TENSORS = {  # our stacked path -> (HF tensor suffix, transpose)
@@ -40,6 +41,17 @@ _LAYER_TENSORS = {  # our stacked path -> (HF tensor suffix, transpose)
     ("layers", "attn_norm", "scale"): ("input_layernorm.weight", False),
     ("layers", "mlp_norm", "scale"): ("post_attention_layernorm.weight", False),
 }
+_GEMMA3_LAYER_TENSORS = {  # Gemma3DecoderLayer: post_attention_layernorm is the norm *after* attention
+    **_LAYER_TENSORS,
+    ("layers", "attn", "q_norm", "scale"): ("self_attn.q_norm.weight", False),
+    ("layers", "attn", "k_norm", "scale"): ("self_attn.k_norm.weight", False),
+    ("layers", "post_attn_norm", "scale"): ("post_attention_layernorm.weight", False),
+    ("layers", "mlp_norm", "scale"): ("pre_feedforward_layernorm.weight", False),
+    ("layers", "post_mlp_norm", "scale"): ("post_feedforward_layernorm.weight", False),
+}
+# Other Gemma generations, by HF model_type / GGUF architecture: named in the error instead of a generic one.
+UNSUPPORTED_GEMMA = {"gemma": "Gemma 1", "gemma2": "Gemma 2 (logit soft-capping)", "gemma3n": "Gemma 3n (MatFormer)",
+                     "gemma4": "Gemma 4", "gemma3": "Gemma 3 multimodal (Gemma3ForConditionalGeneration)"}
 
 
 class WeightsError(ValueError):
@@ -62,7 +74,13 @@ def smollm2_gguf_path() -> str:
 
 
 def resolve(path: str) -> str:
-    """Short model name (e.g. 'smollm2-135m-instruct') or a filesystem path -> an existing path."""
+    """Short model name (e.g. 'smollm2-135m-instruct', 'gemma3-270m': assembled on first use) or a
+    filesystem path -> an existing path."""
+    if SHORT_NAMES.get(path) == "gemma3":
+        try:
+            return model_packages.gemma3_gguf_path()
+        except model_packages.ModelPackageError as err:
+            raise WeightsError(str(err)) from None
     if path in SHORT_NAMES:
         return smollm2_gguf_path()
     if not os.path.exists(path):
@@ -120,6 +138,11 @@ def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
     if not isinstance(hf, dict):
         raise WeightsError(f"{config_path}: holds a JSON {type(hf).__name__}; expected an object")
     model_type = hf.get("model_type")
+    if model_type == "gemma3_text":
+        return _gemma3_config(hf, config_path, overrides)
+    if model_type in UNSUPPORTED_GEMMA:
+        raise WeightsError(f"{config_path}: model_type={model_type!r} ({UNSUPPORTED_GEMMA[model_type]}) is not "
+                           f"supported; Gemma 3 text checkpoints (model_type 'gemma3_text', Gemma3ForCausalLM) are")
     if model_type == "phi3small":
         raise WeightsError(f"{config_path}: model_type='phi3small' (Phi-3-small: blocksparse attention, GEGLU MLP, "
                            f"muP scaling) is not supported; Phi-3-mini, Phi-3-medium and Phi-3.5-mini (phi3) are")
@@ -180,6 +203,61 @@ def config_from_hf(config_path: str, **overrides) -> TransformerConfig:
     try:
         return TransformerConfig(**{**fields, **overrides})
     except ValueError as err:  # the config's own consistency checks (heads, head_dim, dtypes)
+        raise WeightsError(f"{config_path}: {err}") from None
+
+
+def _gemma3_config(hf: dict, config_path: str, overrides: dict) -> TransformerConfig:
+    """TransformerConfig from a Gemma3TextConfig config.json (transformers 4: rope_theta and
+    rope_local_base_freq, transformers 5: rope_parameters per layer type); each field checked."""
+    field = functools.partial(_hf_field, hf, config_path)
+    missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
+    if missing:
+        raise WeightsError(f"{config_path}: missing required keys {missing}")
+    for key, expected in (("hidden_activation", "gelu_pytorch_tanh"), ("final_logit_softcapping", None),
+                          ("attn_logit_softcapping", None), ("rope_scaling", None), ("attention_bias", False),
+                          ("use_bidirectional_attention", False)):
+        if hf.get(key) not in (expected, None):
+            raise WeightsError(f"{config_path}: {key}={hf[key]!r} is not supported; expected {expected!r} (Gemma 3 "
+                               f"270M/1B text models)")
+    layers = field("num_hidden_layers", "int", minimum=1, required=True)
+    rope = hf.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise WeightsError(f"{config_path}: rope_parameters={rope!r}; expected an object")
+    thetas = {}
+    for kind, old_key, default in (("full_attention", "rope_theta", 1_000_000.0),
+                                   ("sliding_attention", "rope_local_base_freq", 10_000.0)):
+        params = rope.get(kind) or {}
+        if params.get("rope_type", "default") != "default":
+            raise WeightsError(f"{config_path}: rope_parameters.{kind}.rope_type={params['rope_type']!r} is not "
+                               f"supported; expected 'default' (Gemma 3 4B-27B scale the global RoPE)")
+        value = params.get("rope_theta", hf.get(old_key, default))
+        thetas[kind] = _hf_field({old_key: value}, config_path, old_key, "float", minimum=0)
+    layer_types = hf.get("layer_types")
+    if layer_types is None:
+        pattern = field("sliding_window_pattern", "int", minimum=1, default=None) or field(
+            "_sliding_window_pattern", "int", minimum=1, default=6)
+        layer_types = gemma3_layer_types(layers, pattern)
+    if not isinstance(layer_types, (list, tuple)) or len(layer_types) != layers or not set(layer_types) <= set(
+            LAYER_TYPES):
+        raise WeightsError(f"{config_path}: layer_types={layer_types!r}; expected {layers} entries, each one of "
+                           f"{list(LAYER_TYPES)}")
+    head_dim = field("head_dim", "int", minimum=2, default=256)
+    fields = dict(
+        vocab_size=field("vocab_size", "int", minimum=1, required=True),
+        dim=field("hidden_size", "int", minimum=1, required=True), num_layers=layers,
+        num_heads=field("num_attention_heads", "int", minimum=1, required=True),
+        num_kv_heads=field("num_key_value_heads", "int", minimum=1, required=True), head_dim=head_dim,
+        hidden_dim=field("intermediate_size", "int", minimum=1, required=True),
+        rms_norm_eps=field("rms_norm_eps", "float", minimum=0, default=1e-6),
+        rope_theta=thetas["full_attention"], rope_local_theta=thetas["sliding_attention"],
+        max_seq_len=field("max_position_embeddings", "int", minimum=1, default=32768),
+        tie_embeddings=field("tie_word_embeddings", "bool", default=True),
+        sliding_window=field("sliding_window", "int", minimum=1, required=True), layer_types=tuple(layer_types),
+        query_pre_attn_scalar=field("query_pre_attn_scalar", "float", minimum=0, default=float(head_dim)),
+        architecture="gemma3")
+    try:
+        return TransformerConfig(**{**fields, **overrides})
+    except ValueError as err:
         raise WeightsError(f"{config_path}: {err}") from None
 
 
@@ -270,7 +348,8 @@ def assemble(config: TransformerConfig, read: Callable[[str], np.ndarray | None]
     _set(params, ("final_norm", "scale"), place(("final_norm", "scale"), require(prefix + "norm.weight")))
     if not config.tie_embeddings:
         _set(params, ("lm_head",), place(("lm_head",), require("lm_head.weight").T))
-    for path, (suffix, transpose) in _LAYER_TENSORS.items():
+    for path, (suffix, transpose) in (_GEMMA3_LAYER_TENSORS if config.architecture == "gemma3"
+                                      else _LAYER_TENSORS).items():
         if path[-1] == "bias" and not config.qkv_bias:
             continue
         slices = []

@@ -13,11 +13,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from experiments import common, inference_sharpening as experiment, plots
+from experiments import common, inference_sharpening as experiment
 from experiments.configs import inference_sharpening as configs
 from sharpen_jax import sampling
 from sharpen_jax.jsonl import read_jsonl
-from sharpen_jax.selection import rewards
 from conftest import REPO
 
 CONFIG_FILE = os.path.join(REPO, "experiments", "configs", "inference_sharpening.py")
@@ -67,12 +66,44 @@ def test_smoke_writes_results_summary_and_figures(smoke_run):
 
 
 def test_stored_rewards_recompute_from_the_records(smoke_run):
+    """Independent oracles for every stored reward: votes counted by hand, length-normalized x tokens
+    = log-likelihood, and the log-likelihood rescored with the teacher-forced scorer (not the sampler)."""
     workdir, _ = smoke_run
-    arrays = plots.task_arrays(read_jsonl(os.path.join(workdir, experiment.RESULTS)))
-    for a in arrays.values():
-        majority = rewards.majority_scores(rewards.answer_ids(a.answers), a.rewards["log_likelihood"])
-        np.testing.assert_allclose(a.rewards["majority"], majority)
-        assert np.all(a.rewards["length_normalized"] <= 0) and np.all(a.rewards["log_likelihood"] <= 0)
+    records = read_jsonl(os.path.join(workdir, experiment.RESULTS))
+    for record in records:
+        samples = record["samples"]
+        answers = [s["extracted"] for s in samples]
+        loglik = [s["rewards"]["log_likelihood"] for s in samples]
+        for j, s in enumerate(samples):
+            votes = 0 if answers[j] is None else answers.count(answers[j])
+            below = sum(loglik[k] < loglik[j] or (loglik[k] == loglik[j] and k > j) for k in range(len(samples)))
+            assert s["rewards"]["majority"] == pytest.approx(votes + (below + 1) / (len(samples) + 1), abs=1e-12)
+            assert s["rewards"]["length_normalized"] * max(s["num_tokens"], 1) == pytest.approx(
+                s["rewards"]["log_likelihood"], rel=1e-9, abs=1e-12)
+            assert s["rewards"]["log_likelihood"] < 0 and s["num_tokens"] >= 1
+    # (The smoke models are random, so no two answers agree here; counts above 1 are checked against a
+    # brute-force majority in tests/test_best_of_n.py.)
+    # Rescore the first batch: its sampling key is a function of (seed, model, task, batch), so the same
+    # tokens come back; the scorer's sum over each completion must equal the stored log-likelihood.
+    config = smoke_config()
+    task_objects = experiment.validate(config)
+    unit = experiment.plan(config)[0]
+    policy = experiment.load_spec(unit.model, config, None)
+    task, entry = task_objects[unit.task], config.tasks[unit.task]
+    examples = [task.examples(config.split)[i] for i in unit.indices]
+    prompt_tokens = [policy.tokenizer.encode(task.format_prompt(ex, num_shots=entry.num_shots)) for ex in examples]
+    stop = sampling.StopSpec.from_tokenizer(policy.tokenizer, task.stop)
+    out = sampling.sample(policy.params, policy.config, prompt_tokens, num_samples=config.num_samples,
+                          temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                          rng=experiment.unit_rng(config, unit), max_new_tokens=entry.max_new_tokens, stop=stop,
+                          max_rows=config.max_rows, pad_id=policy.tokenizer.pad_id)
+    token_logprobs = experiment.rescore(policy, prompt_tokens, out, batch_size=config.score_batch_size)
+    stored = [r for r in records if (r["model"], r["task"], r["batch"]) == (unit.model, unit.task, unit.batch)]
+    assert [r["index"] for r in stored] == list(unit.indices)
+    for i, record in enumerate(stored):
+        for j, s in enumerate(record["samples"]):
+            assert s["num_tokens"] == int(out.lengths[i, j])
+            assert s["rewards"]["log_likelihood"] == pytest.approx(float(token_logprobs[i, j].sum()), abs=1e-4)
 
 
 def test_interrupted_run_resumes_to_the_same_results_and_summary(smoke_run, tmp_path):
@@ -90,6 +121,13 @@ def test_interrupted_run_resumes_to_the_same_results_and_summary(smoke_run, tmp_
     summary = experiment.run(smoke_config(max_batches=0), workdir)
     assert summary == full_summary
     assert read_jsonl(path) == full_records
+    # A resume, not a restart (which would end with the same files): the second invocation started at
+    # the first unfinished batch (the debris batch is redone whole) and ran only the remaining ones.
+    num_units = len(experiment.plan(smoke_config()))
+    assert num_units == 6
+    assert read_jsonl(os.path.join(workdir, experiment.INVOCATIONS)) == [
+        {"resumed": False, "done_batches": 0, "todo_batches": 6, "first_batch": 0, "ran_batches": 4},
+        {"resumed": True, "done_batches": 4, "todo_batches": 2, "first_batch": 4, "ran_batches": 2}]
 
 
 def test_resume_with_a_different_config_is_refused(smoke_run):
@@ -210,7 +248,13 @@ def test_cli_killed_mid_run_resumes_to_the_same_summary(smoke_run, tmp_path):
     process.wait()
     done = len(read_jsonl(results))
     assert 0 < done < 12, f"the run was not interrupted mid-way ({done} records)"
+    units = experiment.plan(smoke_config())
+    finished = len(experiment.finished_units(read_jsonl(results), units)[0])
     subprocess.run(_cli(workdir)[0], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
     with open(os.path.join(workdir, experiment.SUMMARY)) as f:
         assert json.load(f) == full_summary
     assert read_jsonl(results) == read_jsonl(os.path.join(full_dir, experiment.RESULTS))
+    # The killed invocation wrote no record; the second one resumed at the first unfinished batch.
+    assert read_jsonl(os.path.join(workdir, experiment.INVOCATIONS)) == [
+        {"resumed": True, "done_batches": finished, "todo_batches": len(units) - finished,
+         "first_batch": finished, "ran_batches": len(units) - finished}]

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from experiments import workdir as workdir_lib
+from experiments import inference_sharpening as inference, workdir as workdir_lib
+from experiments.configs import inference_sharpening as inference_configs
 from sharpen_jax.jsonl import append_jsonl, read_jsonl
 from sharpen_jax.training import Checkpointer
 
@@ -105,8 +106,14 @@ def test_inference_killed_at_random_points_resumes_to_identical_results(tmp_path
     for trial in range(5):
         workdir = str(tmp_path / f"trial{trial}")
         _kill_at(command, workdir, rng.uniform(5.0, 40.0))
+        units = inference.plan(inference_configs.get_config("smoke"))
+        done = len(inference.finished_units(read_jsonl(os.path.join(workdir, "results.jsonl")), units)[0])
         _finish(command, workdir)
         assert read_jsonl(os.path.join(workdir, "results.jsonl")) == expected, trial
+        # It resumed at the first unfinished batch and ran only the rest (a restart ends equal too).
+        assert read_jsonl(os.path.join(workdir, "invocations.jsonl"))[-1] == {
+            "resumed": True, "done_batches": done, "todo_batches": len(units) - done,
+            "first_batch": done if done < len(units) else None, "ran_batches": len(units) - done}, trial
         with open(os.path.join(workdir, "summary.json")) as f, open(os.path.join(reference, "summary.json")) as g:
             assert json.load(f) == json.load(g)
 
@@ -124,9 +131,14 @@ def test_training_killed_at_random_points_resumes_to_bitwise_equal_parameters(tm
     for trial in range(5):
         workdir = str(tmp_path / f"trial{trial}")
         _kill_at(command, workdir, rng.uniform(10.0, 60.0))
+        with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+            saved = ckpt.latest_step() or 0
         _finish(command, workdir)
         with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
             assert ckpt.latest_step() == 24
             got = ckpt.read_arrays()
+        # It resumed at the checkpoint the kill left and ran only the remaining updates.
+        assert read_jsonl(os.path.join(workdir, "invocations.jsonl"))[-1] == {
+            "start_step": saved, "updates": 24 - saved, "resumed": saved > 0, "num_steps": 24}, trial
         for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), trial

@@ -16,7 +16,8 @@ from conftest import GOLDEN
 from sharpen_jax import model, weights
 
 
-TINY = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "phi3_longrope": "phi3"}
+TINY = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "phi3_longrope": "phi3",
+        "gemma3": "gemma3"}
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

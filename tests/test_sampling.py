@@ -41,12 +41,21 @@ def _reference_sampling_logprobs(logits_V, temperature, top_k, top_p):
     return scaled - np.logaddexp.reduce(scaled)
 
 
-def test_sampler_logprobs_equal_scoring(params):
-    out = sampling.sample(params, CONFIG, PROMPTS, num_samples=3, max_new_tokens=10, rng=jax.random.key(1))
+# Gemma 3's variant of the decoder: interleaved windowed/global layers with their own RoPE bases.
+GEMMA3 = TransformerConfig.tiny(architecture="gemma3", sliding_window=4, rope_local_theta=100.0,
+                                layer_types=("sliding_attention", "full_attention"), query_pre_attn_scalar=6.0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_sampler_logprobs_equal_scoring(params, arch):
+    config = CONFIG if arch == "llama" else GEMMA3
+    if arch == "gemma3":
+        params = jax.tree.map(lambda p: p * 3.0 if p.ndim >= 2 else p, model.init_params(GEMMA3, jax.random.key(0)))
+    out = sampling.sample(params, config, PROMPTS, num_samples=3, max_new_tokens=10, rng=jax.random.key(1))
     prompts = pad_batch([p for p in PROMPTS for _ in range(3)], 0, "left")
     completions = out.tokens.reshape(9, -1)
     valid = np.arange(completions.shape[1])[None] < out.lengths.reshape(9, 1)
-    scored = scoring.score_completions(params, CONFIG, prompts.tokens, prompts.valid, completions, valid)
+    scored = scoring.score_completions(params, config, prompts.tokens, prompts.valid, completions, valid)
     np.testing.assert_allclose(out.model_logprobs.reshape(9, -1), scored.token_logprobs, atol=1e-5)
     np.testing.assert_allclose(out.sampling_logprobs.reshape(9, -1), scored.token_logprobs, atol=1e-5)
     assert (out.lengths == 10).all() and not out.finished.any()
@@ -80,23 +89,43 @@ def test_greedy_equals_stepwise_argmax(params):
     assert (out.sampling_logprobs == 0).all() and (out.model_logprobs < 0).all()
 
 
+def _perturbed(probs, scale):
+    """probs with every other token of its support scaled by 1 + scale, the rest by 1 - scale, renormalized:
+    the same support, so a test that rejects it can tell probabilities apart, not just supports."""
+    support = np.flatnonzero(probs > 0)
+    factor = np.ones_like(probs)
+    factor[support[::2]], factor[support[1::2]] = 1 + scale, 1 - scale
+    return probs * factor / np.sum(probs * factor)
+
+
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.8, 4, 1.0), (1.0, 0, 0.7)])
 def test_empirical_distribution_matches_exact_next_token_distribution(temperature, top_k, top_p):
+    """20 independent blocks ("seeds") x 5000 draws of the first token: each seed's chi-square p-value against the exact
+    (truncated, tempered) distribution, and those 20 p-values tested for uniformity (KS). Power, in every
+    case including no truncation: the same procedure rejects a distribution on the same support with 10%
+    of the mass moved between alternate tokens (chi-square noncentrality ~ 5000 x 0.1^2 = 50 per seed)."""
     config = TransformerConfig.tiny(vocab_size=10)
     params = jax.tree.map(lambda p: p * 3.0 if p.ndim >= 2 else p, model.init_params(config, jax.random.key(3)))
     logits, _ = model.forward(params, config, jnp.asarray([[1, 2, 3]]))
     exact = np.exp(_reference_sampling_logprobs(np.asarray(logits[0, -1], np.float64), temperature, top_k, top_p))
-    out = sampling.sample(params, config, [[1, 2, 3]], num_samples=20_000, max_new_tokens=1, temperature=temperature,
-                          top_k=top_k, top_p=top_p, rng=jax.random.key(4), max_rows=20_000)
-    counts = np.bincount(out.tokens[0, :, 0], minlength=config.vocab_size)
     support = exact > 0
-    assert counts[~support].sum() == 0  # truncated tokens are never drawn
     assert support.sum() >= 3
-    _, p_value = stats.chisquare(counts[support], exact[support] * 20_000)
-    assert p_value > 1e-4  # a false alarm once in 10^4 seeds; the p-values are uniform over seeds
-    if top_k or top_p < 1:  # the test has power: the untruncated distribution is rejected
-        untruncated = np.exp(_reference_sampling_logprobs(np.asarray(logits[0, -1], np.float64), temperature, 0, 1.0))
-        assert stats.chisquare(counts, untruncated * 20_000)[1] < 1e-6
+    draws, seeds = 5000, 20
+    p_values, p_values_perturbed = [], []
+    wrong = _perturbed(exact, 0.1)
+    # One call: the 20 "seeds" are 20 copies of the prompt, each row drawing with its own keys.
+    out = sampling.sample(params, config, [[1, 2, 3]] * seeds, num_samples=draws, max_new_tokens=1,
+                          temperature=temperature, top_k=top_k, top_p=top_p, rng=jax.random.key(100),
+                          max_rows=4 * draws)
+    for seed in range(seeds):
+        counts = np.bincount(out.tokens[seed, :, 0], minlength=config.vocab_size)
+        assert counts[~support].sum() == 0  # truncated tokens are never drawn
+        p_values.append(stats.chisquare(counts[support], exact[support] * draws)[1])
+        p_values_perturbed.append(stats.chisquare(counts[support], wrong[support] * draws)[1])
+    # Under the right distribution the p-values are uniform: a false alarm at 1e-3 once in 1000 runs.
+    assert stats.kstest(p_values, "uniform").pvalue > 1e-3, sorted(p_values)
+    assert stats.kstest(p_values_perturbed, "uniform").pvalue < 1e-6, sorted(p_values_perturbed)
+    assert np.median(p_values_perturbed) < 1e-3
 
 
 def test_draw_tokens_matches_the_distribution_across_blocks():

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import tensorflow_datasets as tfds
 
 from sharpen_jax import tasks
+from sharpen_jax.tasks import pipeline, storage
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GENERATED_OPTIONS = {
@@ -19,10 +21,6 @@ GENERATED_OPTIONS = {
     "arithmetic": {"num_train": 40, "num_test": 12, "digits": 3, "ops": ["+", "*"]},
     "sudoku4": {"num_train": 40, "num_test": 12, "seed": 5},
 }
-
-storage = pytest.importorskip("sharpen_jax.tasks.storage")
-pipeline = pytest.importorskip("sharpen_jax.tasks.pipeline")
-tfds = pytest.importorskip("tensorflow_datasets")
 
 
 def write_sources(root: Path) -> dict[str, Path]:

@@ -26,9 +26,15 @@ def test_po_step_reaches_the_closed_form_sharpened_policy(loss, on_policy):
 
 def test_xpo_needs_far_fewer_samples_than_sft_at_large_coverage():
     """Acceptance: on the bit-agreement family (C_cov = q^-d), XPO reaches (eps, delta)-sharpness with
-    at least 5x fewer samples than SFT-Sharpening (given its best prompt count) at the largest C_cov."""
+    far fewer samples than SFT-Sharpening (given its best prompt count) at the largest C_cov. Measured
+    at d = 14 (C_cov = 1276): SFT 1669, XPO 38, 44x. The ratio is taken from the 90% bootstrap
+    intervals, SFT's low end over XPO's high end, so seed noise cannot carry it; SFT needs at least
+    C_cov / 2 samples (the lower bound the separation rests on), XPO a few samples per dimension."""
     result = sweeps.separation_sweep(sweeps.SEPARATION_PRESETS["test"], jax.random.key(1))
-    assert result["c_cov"][-1] > 1000
-    assert math.isfinite(result["xpo"][-1]["median"])
-    assert math.isfinite(result["sft"][-1]["median"])
-    assert result["ratio"][-1] >= 5, result["ratio"]
+    c_cov, d = result["c_cov"][-1], result["dims"][-1]
+    sft, xpo = result["sft"][-1], result["xpo"][-1]
+    assert c_cov > 1000
+    assert math.isfinite(xpo["hi"]) and math.isfinite(sft["lo"])
+    assert sft["lo"] / xpo["hi"] >= 10, (sft, xpo)
+    assert sft["median"] >= 0.5 * c_cov, sft
+    assert xpo["hi"] <= 8 * d, xpo

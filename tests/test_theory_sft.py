@@ -23,16 +23,24 @@ def test_sft_step_reaches_the_tabular_maximum_likelihood_fit():
 
 
 def test_sft_sample_complexity_grows_linearly_with_coverage():
-    """Acceptance: log-log slope of the empirical sample complexity against C_cov in [0.7, 1.3]
-    over at least a 10x range of C_cov (paper: N ~ C_cov log(1/delta)/eps at fixed n)."""
-    result = sweeps.sft_coverage_sweep(sweeps.COVERAGE_PRESETS["small"], jax.random.key(0))
+    """Acceptance: the empirical sample complexity against C_cov over at least a 10x range has log-log
+    slope 1 (paper: N ~ C_cov log(1/delta)/eps at fixed n). Thresholds from the measured 90% bootstrap
+    interval (0.93, [0.90, 1.04], 8 seeds): the interval must contain 1 and be narrow enough (0.3) to
+    exclude slopes 0.7 and 1.3, the point within 0.1 of 1."""
+    config = sweeps.COVERAGE_PRESETS["small"]
+    result = sweeps.sft_coverage_sweep(config, jax.random.key(0))
     c_cov = result["c_cov"]
     assert c_cov.max() / c_cov.min() >= 10
     assert np.all(np.isfinite(result["median"]))
     assert np.all(np.diff(result["median"]) > 0)
-    assert 0.7 <= result["slope"] <= 1.3, result["slope"]
-    # The adaptive rule stops without y* at most delta/2 of the time (up to Monte Carlo error).
-    assert np.all(result["adaptive_miss_rate"] <= 0.05 + 0.03)
+    assert abs(result["slope"] - 1) <= 0.1, result["slope"]
+    assert result["slope_lo"] <= 1 <= result["slope_hi"], (result["slope_lo"], result["slope_hi"])
+    assert result["slope_hi"] - result["slope_lo"] <= 0.3
+    # The adaptive rule stops without y* at most delta/2 of the time: the bound itself, no slack (measured
+    # <= 0.004 over 256 stops per C_cov), and on average after mu / p(x) samples: mean N(x) ~ mu C_cov.
+    assert np.all(result["adaptive_miss_rate"] <= config.delta / 2), result["adaptive_miss_rate"]
+    mu = np.log(2 / config.delta)
+    np.testing.assert_allclose(result["adaptive_mean_samples"], mu * c_cov, rtol=0.05)
 
 
 def test_a_diverging_simulation_fails_loudly():

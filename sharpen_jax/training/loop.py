@@ -15,6 +15,10 @@ update dispatched after it is discarded with the error).
 
 Each invocation that completes appends one record to `workdir/invocations.jsonl`: the update it
 started from, how many updates it ran, and whether it resumed from a checkpoint.
+
+Multi-process runs (a state on a `distributed.global_mesh`): every process runs the loop with the
+same `update`; Orbax writes each process's shards of a checkpoint, and only process 0 writes the
+metrics and the invocation record.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from sharpen_jax import distributed
 from sharpen_jax.jsonl import append_jsonl
 from sharpen_jax.metrics import MetricsWriter
 from sharpen_jax.training.checkpoint import Checkpointer
@@ -89,6 +94,7 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
     state = init_state.with_saved(tree) if resumed else init_state
     start = int(data.get("position", 0))
     writer = MetricsWriter(workdir, resume_step=start, total_steps=num_steps, progress=progress)
+    updates = 0  # counted, not inferred from `start`: the record must be able to show a wrong start
     window = _Window()
 
     def settle(step: int, metrics: dict) -> None:
@@ -123,6 +129,7 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
         pending = None
         for step in range(start, num_steps):
             state, metrics = update(state, step)
+            updates += 1
             if pending is not None:
                 settle(*pending)
             pending = (step, metrics)
@@ -138,7 +145,6 @@ def train_loop(init_state: TrainState, update: UpdateFn, *, workdir: str, num_st
     finally:
         checkpointer.close()
         writer.close()
-    updates = max(0, num_steps - start)
-    append_jsonl(os.path.join(workdir, INVOCATIONS), [{"start_step": start, "updates": updates, "resumed": resumed,
-                                                      "num_steps": num_steps}])
+    distributed.on_main(append_jsonl, os.path.join(workdir, INVOCATIONS),
+                        [{"start_step": start, "updates": updates, "resumed": resumed, "num_steps": num_steps}])
     return TrainRun(state, start, updates, resumed)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from sharpen_jax import sharding
+from sharpen_jax import distributed, sharding
 from sharpen_jax.training import grad_accum
 from sharpen_jax.training.train_state import TrainState, apply_gradients, global_norm_finite, policy_params
 
@@ -53,7 +53,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, grad_a
     `learning_rate_fn`, the "learning_rate" of this update. `batch_keys` are checked before the
     jitted code runs (a missing key is an error naming it). With a `mesh`, the state takes
     `state_sharding` (replicated when None), `ref_params` takes `ref_sharding` (replicated when
-    None) and the batch rows are split over `batch_axes`.
+    None) and the batch rows are split over `batch_axes`. The mesh may span processes
+    (`distributed.global_mesh`): each process then passes the same host batch (or global arrays) and
+    the state placed on the mesh, and places only its own shards of the batch.
     """
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps={grad_accum_steps}; expected >= 1")
@@ -61,7 +63,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, grad_a
         raise ValueError(f"group_size={group_size}; expected >= 1")
     batch_keys = tuple(batch_keys)
 
-    micro_sharding = None
+    micro_sharding = ref = None
     jit_kwargs: dict[str, Any] = {"donate_argnums": (0,)}
     if mesh is not None:
         core, frozen = _core_sharding(state_sharding, mesh)
@@ -93,6 +95,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, grad_a
                 got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
                 raise ValueError(f"training batch is missing {missing}; got keys {got}")
         grad_accum.check_batch_rows(batch, "batch", grad_accum_steps * group_size)
+        if mesh is not None:  # host rows (the same on every process) -> global arrays, each process its shards
+            batch = distributed.to_global(batch, micro_sharding)
+            ref_params = distributed.to_global(ref_params, ref)
         frozen = state.frozen
         new_state, metrics = jitted(state.replace(frozen=None), frozen, ref_params, batch)
         return new_state.replace(frozen=frozen), metrics

@@ -1,0 +1,264 @@
+"""PIT on a verifiable task: preference set, gap reward model, improver SFT, curriculum RL, iterated improvement.
+
+    python -m experiments.pit --config=experiments/configs/pit.py:smoke --workdir DIR
+
+Steps (`sharpen_jax.methods.pit`, `pit_inference`; Wang et al. 2023):
+1. validate the whole config before the workdir is touched or a model loaded;
+2. the base model M_P's Table-1 metrics on held-out prompts (once per workdir);
+3. the preference set: N samples per training prompt from M_P made into the pairs of config.pit.kinds
+   (`tasks.preferences`), each kind written once to DIR/preferences-<kind>.jsonl;
+4. R_PIT trained on Eq. 2 (DIR/reward_model); 5. M_PIT^SFT on -log M_PIT(y_w | x, y_l) (DIR/improver_sft);
+6. RL on r_gap for each stage of config.pit.stages (DIR/rl_stage0: y_ref = y_l; DIR/rl_stage1: y_ref ~ M_P);
+7. iterated improvement y^{t+1} ~ M(.|x, y^t), T times, at each temperature, for PIT (the trained
+   improver), Self-Refine prompting (the base model given the same improver prompt, no training) and
+   the base model (an independent sample per iteration): accuracy of y^t with its standard error and
+   Δ = P(wrong -> right) - P(right -> wrong) per iteration; R_PIT's held-out pairwise accuracy.
+Every training stage checkpoints in its own folder, so re-running the same command resumes.
+
+Deviation (recorded in docs/PIT.md): stage 1 starts from the stage-0 policy and its KL term is taken
+against that policy (the training harness regularises toward the parameters a stage starts from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from experiments import common, training_run
+from experiments.configs import pit as configs
+from experiments.workdir import WorkdirLock
+from sharpen_jax import checks
+from sharpen_jax.jsonl import write_json
+from sharpen_jax.methods import get_loss, pit, pit_inference, rlhf_sharpening
+from sharpen_jax.metrics import plot_training_curves
+from sharpen_jax.tasks import preferences, solvers
+from sharpen_jax.training import make_optimizer, reward_model, stream_indices, train_loop
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _check_kinds(task, kinds: list[str]) -> None:
+    if not kinds:
+        raise ValueError(f"expected at least one preference set of {list(preferences.KINDS)}")
+    for kind in kinds:
+        preferences.build_pairs(kind, task, [], None if kind == "corruption" else [])  # names an unknown kind
+        if kind in ("solver", "corruption"):
+            solvers.solver_for(task.name)
+
+
+def temperatures(cfg) -> list[float]:
+    """config.pit.temperatures as floats, each > 0; at least one."""
+    values = [checks.number("temperature", float(t), minimum=0.0, strict_minimum=True)
+              for t in _split(cfg.pit.temperatures)]
+    if not values:
+        raise ValueError("expected at least one temperature")
+    return values
+
+
+def validate(cfg):
+    """The whole config checked before anything is written or loaded; returns the task."""
+    task = training_run.validate(cfg, configs.defaults(), self_rewards=("log_likelihood",))
+    for key in ("reward.steps", "reward.batch_size", "improver.steps", "improver.batch_size", "rl.steps",
+                "rl.prompts_per_step", "sampling.num_samples", "pit.max_corruption_level"):
+        common.check_int(cfg, key, 1)
+    common.check_int(cfg, "pit.group_size", 2)
+    validations = [
+        ("pit.kinds", lambda: _check_kinds(task, _split(cfg.pit.kinds))),
+        ("pit.stages", lambda: pit.check_stages(_split(cfg.pit.stages))),
+        ("pit.beta", lambda: rlhf_sharpening.check_beta(cfg.pit.beta)),
+        ("pit.num_iterations", lambda: pit_inference.check_iterations(cfg.pit.num_iterations)),
+        ("pit.gap_layout", lambda: pit.gap_layout(cfg.pit.gap_layout)),
+        ("pit.improver_layout", lambda: pit.improver_prompt("", "", cfg.pit.improver_layout)),
+        ("pit.temperatures", lambda: temperatures(cfg)),
+    ]
+    for key, check in validations:
+        try:
+            check()
+        except (TypeError, ValueError) as err:
+            raise common.ConfigError(f"config.{key}={common.value_at(cfg, key)!r}: {err}") from None
+    if set(cfg.mesh.values()) != {1}:
+        raise common.ConfigError(f"config.mesh={dict(cfg.mesh)}; the PIT experiment runs on one device (mesh all 1)")
+    return task
+
+
+def run(cfg, workdir: str, sample_fn=None) -> dict:
+    """The whole experiment; returns the results dict also written to workdir/results.json."""
+    task = validate(cfg)
+    with WorkdirLock(workdir):
+        return _run(cfg, workdir, task, sample_fn)
+
+
+def _samples(cfg, setup) -> list[list[str]]:
+    """N samples of M_P per training prompt (deterministic in the seed, so a resume draws the same)."""
+    return pit.sampled_texts(setup.sample_fn, setup.base_params, setup.tokenizer, setup.train_prompts,
+                             jax.random.key(cfg.seed + 1), num_samples=cfg.sampling.num_samples,
+                             temperature=cfg.sampling.temperature, batch_size=cfg.sampling.batch_size,
+                             stop_strings=setup.task.stop)
+
+
+def preference_set(cfg, setup, workdir: str) -> tuple[list, dict[str, int], list[list[str]]]:
+    """(pairs of every kind, pairs per kind, the M_P samples); each kind cached in the workdir."""
+    drawn: list = []
+
+    def samples():
+        if not drawn:
+            drawn.append(_samples(cfg, setup))
+        return drawn[0]
+
+    examples = list(setup.train_prompts.examples)
+    pairs, counts = [], {}
+    for kind in _split(cfg.pit.kinds):
+        path = os.path.join(workdir, f"preferences-{kind}.jsonl")
+        build = lambda kind=kind: preferences.build_pairs(  # noqa: E731
+            kind, setup.task, examples, None if kind == "corruption" else samples(), seed=cfg.seed,
+            max_level=cfg.pit.max_corruption_level, num_shots=cfg.task.num_shots)
+        try:
+            found = preferences.cached_pairs(path, build)
+        except ValueError as err:
+            if "is empty" not in str(err):
+                raise
+            found = []
+        pairs += found
+        counts[kind] = len(found)
+    if not pairs:
+        raise common.ConfigError(f"every preference set of config.pit.kinds={cfg.pit.kinds!r} is empty")
+    return pairs, counts, samples()
+
+
+def train_reward_model(cfg, setup, pairs, workdir: str):
+    """R_PIT trained on Eq. 2 through the registered step; returns (plain decoder params, head)."""
+    tx, _ = make_optimizer(num_steps=cfg.reward.steps, **cfg.optim)
+    reward_fn, state = reward_model.make_reward_state(setup.config, setup.base_params, tx, jax.random.key(cfg.seed),
+                                                      lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha)
+    step_fn = get_loss("pit_gap_reward").make_step(reward_fn, tx, grad_accum_steps=cfg.train.grad_accum_steps)
+    layout = pit.gap_layout(cfg.pit.gap_layout)
+    length = max(v.shape[1] for v in (s["tokens"] for s in pit.gap_reward_batch(setup.tokenizer, pairs, layout).values()))
+
+    def update(state, step):
+        idx = stream_indices(len(pairs), cfg.reward.batch_size, cfg.seed, step)
+        return step_fn(state, None, pit.gap_reward_batch(setup.tokenizer, [pairs[i] for i in idx], layout, length))
+
+    run_ = train_loop(state, update, workdir=workdir, num_steps=cfg.reward.steps, save_every=cfg.train.save_every,
+                      log_every=cfg.train.log_every, max_to_keep=cfg.train.max_to_keep, progress=cfg.progress)
+    return reward_model.scoring_params(run_.state, lora_rank=cfg.lora.rank, lora_alpha=cfg.lora.alpha)
+
+
+def train_improver(cfg, setup, pairs, workdir: str) -> dict:
+    """M_PIT^SFT: -log M_PIT(y_w | x, y_l) through the registered step; returns its plain params."""
+    data = pit.improver_dataset(setup.tokenizer, pairs, completion_length=cfg.sampling.max_new_tokens,
+                                template=cfg.pit.improver_layout)
+
+    def batch_for_step(policy, state, step):
+        batch = data.batch(step, cfg.improver.batch_size, cfg.seed)
+        return batch, float(batch["seqs"]["valid"].sum())
+
+    run_, policy = training_run.train(cfg, setup, workdir, loss=get_loss("pit_improver_sft"), hyperparameters={},
+                                      num_steps=cfg.improver.steps, batch_for_step=batch_for_step)
+    return policy.sampling_params(run_.state)
+
+
+def train_rl(cfg, setup, start_params, contexts, gap_score, workdir: str) -> dict:
+    """One curriculum stage of RL on r_gap(x, y, y_ref) (KL toward `start_params`); returns the new params."""
+    stage_setup = dataclasses.replace(setup, base_params=start_params)
+    length = max(len(setup.tokenizer.encode(pit.improver_prompt(c["x"], c["y_ref"], cfg.pit.improver_layout)))
+                 for c in contexts)
+    zeros = lambda p, v, tokens, valid: np.zeros(np.shape(tokens), np.float32)  # noqa: E731 (the reward reads text)
+
+    def batch_for_step(policy, state, step):
+        idx = stream_indices(len(contexts), cfg.rl.prompts_per_step, cfg.seed, step)
+        prompts = pit.improver_prompts(setup.tokenizer, [contexts[i] for i in idx], cfg.pit.improver_layout, length)
+        batch = rlhf_sharpening.draw_batch(pit.RL, setup.sample_fn, policy.sampling_params(state), start_params,
+                                           prompts, jax.random.fold_in(jax.random.key(cfg.seed + 2), step),
+                                           temperature=cfg.sampling.temperature, score_fn=gap_score,
+                                           base_token_logprobs_fn=zeros, group_size=cfg.pit.group_size)
+        return batch, float(np.sum(batch["seqs"]["valid"]))
+
+    run_, policy = training_run.train(cfg, stage_setup, workdir, loss=pit.RL,
+                                      hyperparameters={"beta": cfg.pit.beta, "group_size": cfg.pit.group_size},
+                                      num_steps=cfg.rl.steps, batch_for_step=batch_for_step)
+    return policy.sampling_params(run_.state)
+
+
+def iterated_accuracy(cfg, setup, improver_params, temperature: float, *, resample: bool) -> dict:
+    """Accuracy of y^0..y^T (with standard errors) and Δ per iteration on the held-out prompts.
+
+    y^0 ~ M_P; then y^{t+1} ~ M(.|x, y^t) with M = `improver_params` under the improver prompt, or, with
+    `resample`, an independent sample of M_P (the base-model row of the table)."""
+    prompts, task, tok = setup.eval_prompts, setup.task, setup.tokenizer
+    key = jax.random.key(cfg.seed + 3)
+    first = lambda params, chunk, k: [s[0] for s in pit.sampled_texts(  # noqa: E731
+        setup.sample_fn, params, tok, chunk, k, num_samples=1, temperature=temperature,
+        batch_size=cfg.sampling.batch_size, stop_strings=task.stop)]
+
+    def improve(current, t):
+        k = jax.random.fold_in(key, t + 1)
+        if resample:
+            return first(setup.base_params, prompts, k)
+        contexts = [{"x": x, "y_ref": y} for x, y in zip(prompts.texts, current)]
+        return first(improver_params, pit.improver_prompts(tok, contexts, cfg.pit.improver_layout), k)
+
+    history, _ = pit_inference.iterate_improvement(improve, first(setup.base_params, prompts, key),
+                                                   cfg.pit.num_iterations)
+    correct = [np.asarray([task.grade(e, y).correct for e, y in zip(prompts.examples, ys)]) for ys in history]
+    accuracy = [float(c.mean()) for c in correct]
+    return {"accuracy": accuracy, "stderr": [float(np.sqrt(a * (1 - a) / len(prompts.examples))) for a in accuracy],
+            "delta": [pit_inference.improvement_rate(a, b) for a, b in zip(correct, correct[1:])]}
+
+
+def reward_accuracy(cfg, setup, backbone, head) -> dict:
+    """R_PIT's pairwise accuracy r_gap(x, y_w, y_l) > r_gap(x, y_l, y_w) on corruption pairs of held-out prompts."""
+    if setup.task.name not in solvers.SOLVERS:
+        return {"pairs": 0, "accuracy": None}
+    pairs = preferences.corruption_pairs(setup.task, list(setup.eval_prompts.examples),
+                                         max_level=cfg.pit.max_corruption_level, seed=cfg.seed + 7,
+                                         num_shots=cfg.task.num_shots)
+    layout = pit.gap_layout(cfg.pit.gap_layout)
+    score = lambda refs, ys: pit.score_against_references(  # noqa: E731
+        backbone, head, setup.config, setup.tokenizer, [(p.prompt, r) for p, r in zip(pairs, refs)],
+        [[y] for y in ys], layout)[:, 0]
+    better = score([p.rejected for p in pairs], [p.chosen for p in pairs])
+    worse = score([p.chosen for p in pairs], [p.rejected for p in pairs])
+    return {"pairs": len(pairs), "accuracy": float(np.mean(better > worse))}
+
+
+def _run(cfg, workdir, task, sample_fn) -> dict:
+    setup, before, finished = training_run.begin(cfg, workdir, task, sample_fn)
+    if finished is not None:
+        return finished
+    pairs, counts, samples = preference_set(cfg, setup, workdir)
+    backbone, head = train_reward_model(cfg, setup, pairs, os.path.join(workdir, "reward_model"))
+    params = train_improver(cfg, setup, pairs, os.path.join(workdir, "improver_sft"))
+    gap_score = pit.gap_score_fn(backbone, head, setup.config, setup.tokenizer, stop_strings=task.stop,
+                                 layout=pit.gap_layout(cfg.pit.gap_layout))
+    own = dict(zip(setup.train_prompts.texts, (s[0] for s in samples)))
+    for stage in _split(cfg.pit.stages):
+        refs = [own[p.prompt] for p in pairs] if stage == "stage1" else None
+        params = train_rl(cfg, setup, params, pit.rl_reward_inputs(pairs, stage, refs), gap_score,
+                          os.path.join(workdir, f"rl_{stage}"))
+    after = {}
+    for temperature in temperatures(cfg):
+        after[f"T={temperature}"] = {
+            "pit": iterated_accuracy(cfg, setup, params, temperature, resample=False),
+            "self_refine": iterated_accuracy(cfg, setup, setup.base_params, temperature, resample=False),
+            "base": iterated_accuracy(cfg, setup, setup.base_params, temperature, resample=True)}
+    stages = ["reward_model", "improver_sft"] + [f"rl_{s}" for s in _split(cfg.pit.stages)]
+    curves = {s: plot_training_curves(os.path.join(workdir, s, "metrics.jsonl"),
+                                      os.path.join(workdir, s, "training_curves.png")) for s in stages}
+    results = {**training_run.load_results(workdir), "before": before, "after": after,
+               "reward_model": reward_accuracy(cfg, setup, backbone, head), "preference_pairs": counts,
+               "curves": curves, "config": cfg.to_dict()}
+    write_json(os.path.join(workdir, training_run.RESULTS), results)
+    for name, rows in after.items():
+        for model, row in rows.items():
+            print(f"{name} {model:<12}" + " ".join(f"{a:.3f}±{e:.3f}" for a, e in zip(row["accuracy"], row["stderr"])))
+    print(f"results: {os.path.join(workdir, training_run.RESULTS)}")
+    return results
+
+
+if __name__ == "__main__":
+    common.main(run, configs)
