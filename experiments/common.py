@@ -204,6 +204,19 @@ def _define_flags():
     return flags
 
 
+def flag_error_message(err: Exception) -> str:
+    """absl's message for a bad flag, in one line: where ml_collections wrapped an exception raised while
+    loading the config file (e.g. an unknown preset), the flag and that exception's own message, without
+    the traceback text it embeds."""
+    text = str(err)
+    if "Traceback (most recent call last)" not in text:
+        return text
+    flag = text.split("Error whilst parsing config file", 1)[0].rstrip(": ")
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    exception, sep, message = last.partition(": ")
+    return f"{flag}: {message if sep and exception.replace('.', '').replace('_', '').isalnum() else last}"
+
+
 def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any,
          dry_run: Callable[..., str] | None = None) -> None:
     """The command line of an experiment module: parses --config=FILE:PRESET (and --config.KEY=VALUE) and
@@ -237,7 +250,7 @@ def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any,
         try:
             rest = flags.FLAGS(argv)
         except flags.Error as err:
-            raise ConfigError(str(err)) from None
+            raise ConfigError(flag_error_message(err)) from None
         if len(rest) > 1:
             raise ConfigError(f"unexpected positional arguments: {rest[1:]}")
         if flags.FLAGS.dry_run:

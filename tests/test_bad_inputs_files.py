@@ -243,7 +243,8 @@ CASES = [
     Case("cli:missing-config-file", _cli("--config=/no/such/config.py:smoke", "--workdir=TMP/w"), SystemExit,
          r"error: .*config file '/no/such/config\.py' does not exist"),
     Case("cli:unknown-preset", _cli(f"--config={SMOKE}:tiny", "--workdir=TMP/w"), SystemExit,
-         r"error: .*unknown preset 'tiny'; valid presets: \['cpu', 'paper', 'smoke'\]"),
+         r"^error: flag --config=\S+:tiny: unknown preset 'tiny'; valid presets: \['cpu', 'cpu_gemma3', 'paper', "
+         r"'smoke'\]\n\(for the traceback"),
     Case("cli:unknown-override", _cli(f"--config={SMOKE}:smoke", "--config.num_sample=3", "--workdir=TMP/w"),
          SystemExit, r"error: unknown config key 'config\.num_sample'.*'num_samples'"),
     Case("cli:override-wrong-type", _cli(f"--config={SMOKE}:smoke", "--config.num_samples=many", "--workdir=TMP/w"),
@@ -268,5 +269,5 @@ def test_help_lists_flags_and_presets_and_exits_0():
                             env={**os.environ, "PYTHONPATH": REPO})
     assert result.returncode == 0, result.stderr
     for expected in ("--config=experiments/configs/inference_sharpening.py:PRESET", "--workdir=DIR", "--verbose",
-                     "smoke, cpu, paper", "defaults()"):
+                     "smoke, cpu, cpu_gemma3, paper", "defaults()"):
         assert expected in result.stdout

@@ -204,7 +204,7 @@ def test_other_bad_values_fail_before_sampling(tmp_path, no_sampling):
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(common.ConfigError, match=r"unknown preset 'tiny'.*'cpu', 'paper', 'smoke'"):
+    with pytest.raises(common.ConfigError, match=r"unknown preset 'tiny'.*'cpu', 'cpu_gemma3', 'paper', 'smoke'"):
         configs.get_config("tiny")
 
 
