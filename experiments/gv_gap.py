@@ -109,21 +109,7 @@ def validate(config) -> dict[str, tasks.Task]:
                         ("config.verifier_model", config.verifier_model)]:
         if spec:
             check_model_spec(spec, config.tokenizer, where=where)
-    if config.data_dir and not os.path.isdir(config.data_dir):
-        raise common.ConfigError(f"config.data_dir={config.data_dir!r} is not a directory")
-    task_objects = {}
-    for name, entry in config.tasks.items():
-        common.check_int(config, f"tasks.{name}.num_shots", 0)
-        common.check_int(config, f"tasks.{name}.max_new_tokens", 1)
-        try:
-            task = tasks.get(entry.task or name, data_dir=config.data_dir or None, **entry.options.to_dict())
-            available = len(task.examples(config.split))
-        except (KeyError, TypeError, ValueError, FileNotFoundError) as err:
-            raise common.ConfigError(f"config.tasks.{name}: {err}") from None
-        if not 1 <= entry.num_prompts <= available:
-            raise common.ConfigError(f"config.tasks.{name}.num_prompts={entry.num_prompts}; the {config.split!r} "
-                                     f"split of {name!r} has {available} examples")
-        task_objects[name] = task
+    task_objects = inference.check_tasks(config)
     rounds.validate(config, task_objects)
     return task_objects
 

@@ -98,6 +98,12 @@ def validate(config) -> dict[str, tasks.Task]:
                         ("config.reward_model", config.reward_model)]:
         if spec:
             check_model_spec(spec, config.tokenizer, where=where)
+    return check_tasks(config)
+
+
+def check_tasks(config) -> dict:
+    """The config's data_dir and task entries (num_shots, max_new_tokens, the registered task, num_prompts
+    against the split's size), checked before any work; the task objects by entry name."""
     if config.data_dir and not os.path.isdir(config.data_dir):
         raise common.ConfigError(f"config.data_dir={config.data_dir!r} is not a directory")
     task_objects = {}
