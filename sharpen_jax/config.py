@@ -208,7 +208,24 @@ class TransformerConfig:
         return cls(**{**base, **overrides})
 
     @classmethod
+    def qwen2_0_5b(cls, **overrides) -> TransformerConfig:
+        """Qwen2-0.5B (and Qwen2.5-0.5B) shapes, the Qwen2 report's (arXiv 2407.10671) Table 1: tied embeddings."""
+        base = dict(vocab_size=151936, dim=896, num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64,
+                    hidden_dim=4864, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
+                    tie_embeddings=True, qkv_bias=True, architecture="qwen2")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def qwen2_1_5b(cls, **overrides) -> TransformerConfig:
+        """Qwen2-1.5B (and Qwen2.5-1.5B) shapes, the Qwen2 report's Table 1: tied embeddings."""
+        base = dict(vocab_size=151936, dim=1536, num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128,
+                    hidden_dim=8960, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
+                    tie_embeddings=True, qkv_bias=True, architecture="qwen2")
+        return cls(**{**base, **overrides})
+
+    @classmethod
     def qwen2_5_7b(cls, **overrides) -> TransformerConfig:
+        """Qwen2.5-7B shapes, which Qwen2-7B shares (the Qwen2 report's Table 1)."""
         base = dict(vocab_size=152064, dim=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
                     hidden_dim=18944, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
                     tie_embeddings=False, qkv_bias=True, architecture="qwen2")

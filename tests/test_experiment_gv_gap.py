@@ -254,3 +254,23 @@ def test_filtered_dataset_holds_exactly_the_kept_samples():
     assert data.seqs["target"][:, 3:].all() and not data.seqs["target"][:, :3].any()
     assert gv_gap.filtered_dataset(sample_fn, None, prompts, jax.random.key(0), num_samples=4, temperature=1.0,
                                    batch_size=2, keep_fn=lambda *a: np.zeros((a[1].shape[0], 4), bool)) is None
+
+
+# The Qwen2 shapes of the report's Table 1 (arXiv 2407.10671), written out here independently of
+# TransformerConfig, and the parameter counts the Hugging Face model pages give for them.
+QWEN2_SHAPES = {  # d, layers, heads, kv heads, head dim, MLP width, vocab, tied, pre-training tokens
+    "Qwen2-0.5B": (896, 24, 14, 2, 64, 4864, 151936, True, 12e12),
+    "Qwen2-1.5B": (1536, 28, 12, 2, 128, 8960, 151936, True, 7e12),
+    "Qwen2-7B": (3584, 28, 28, 4, 128, 18944, 152064, False, 7e12)}
+QWEN2_PUBLISHED = {"Qwen2-0.5B": 494_032_768, "Qwen2-1.5B": 1_543_714_304, "Qwen2-7B": 7_615_616_512}
+
+
+def test_paper_preset_flops_are_6_n_d_of_the_hand_counted_models():
+    config = configs.get_config("paper")
+    assert [os.path.basename(m) for m in config.models] == list(QWEN2_SHAPES)
+    for (name, (d, layers, heads, kv, hd, f, vocab, tied, tokens)), flops in zip(QWEN2_SHAPES.items(),
+                                                                                  config.model_flops):
+        attention = 2 * d * heads * hd + 2 * d * kv * hd + (heads + 2 * kv) * hd  # q, o, k, v and the qkv biases
+        count = vocab * d * (1 if tied else 2) + layers * (attention + 3 * d * f + 2 * d) + d
+        assert count == QWEN2_PUBLISHED[name]
+        assert flops == pytest.approx(6 * count * tokens, rel=1e-12)

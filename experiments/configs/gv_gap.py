@@ -18,9 +18,10 @@ Presets:
 * `paper`: the paper's protocol (Sec. 3): 128 samples per prompt, T = 0.7, top-p 0.9, 4-shot, at
   most 512 new tokens, GSM8K, MATH and 4x4 Sudoku, sharded over all devices, on one family at
   several sizes (Qwen-2 0.5B / 1.5B / 7B base models as HF checkpoint directories under
-  $SHARPEN_JAX_CHECKPOINTS). The pre-training FLOPs 6 N D use N = 0.49B / 1.54B / 7.6B parameters
-  and D = 12T / 7T / 7T tokens as we recall them from the Qwen2 technical report (arXiv 2407.10671);
-  check them there before citing. Rounds: 3 on GSM8K with CoT-Binary (the paper's Fig. 4 setting,
+  $SHARPEN_JAX_CHECKPOINTS). The pre-training FLOPs 6 N D take N from the models' shapes in the
+  Qwen2 technical report's Table 1 (arXiv 2407.10671; `TransformerConfig.num_params`: 494,032,768 /
+  1,543,714,304 / 7,615,616,512, the counts the Hugging Face model pages give) and D = 12T / 7T / 7T
+  tokens from the same table: 3.6e22 / 6.5e22 / 3.2e23 FLOPs. Rounds: 3 on GSM8K with CoT-Binary (the paper's Fig. 4 setting,
   on this family instead of Qwen-1.5), both arms. Not run here.
 
 The few-shot verification templates below are ours: the paper's (its App. E) were not available.
@@ -35,6 +36,7 @@ import ml_collections
 from experiments import common
 from experiments.configs.inference_sharpening import task_entry
 from experiments.models import RANDOM_SHAPE, checkpoint_dir
+from sharpen_jax.config import TransformerConfig
 
 _Q = "Question: {question}\n"
 MC_TEMPLATE = (  # ours, 2-shot; scored by P(" Yes") against P(" No")
@@ -141,15 +143,18 @@ def cpu() -> ml_collections.ConfigDict:
         "arithmetic": task_entry(64, 4, 8, digits=2),
         "prontoqa": task_entry(64, 2, 40, hops=(1, 2), distractors=1),
         "sudoku4": task_entry(64, 2, 40),
-        "gsm8k": task_entry(64, 1, 96)})
+        "gsm8k": task_entry(64, 1, 96),
+        "arithmetic_cot": task_entry(16, 4, 8, task="arithmetic", digits=2)})
     for name in ("cot_binary", "cot_score", "tournament"):
-        c.verifier_tasks[name] = ("arithmetic",)
+        c.verifier_tasks[name] = ("arithmetic_cot",)
     c.rounds.update(arms=("self", "ground_truth"), num_rounds=2)
     return c
 
 
-PAPER_MODELS = ("Qwen2-0.5B", "Qwen2-1.5B", "Qwen2-7B")
-PAPER_FLOPS = (6 * 0.49e9 * 12e12, 6 * 1.54e9 * 7e12, 6 * 7.6e9 * 7e12)  # 6 N D, see the module docstring
+PAPER_SHAPES = {"Qwen2-0.5B": (TransformerConfig.qwen2_0_5b, 12e12), "Qwen2-1.5B": (TransformerConfig.qwen2_1_5b, 7e12),
+                "Qwen2-7B": (TransformerConfig.qwen2_5_7b, 7e12)}  # each model's shapes and pre-training tokens D
+PAPER_MODELS = tuple(PAPER_SHAPES)
+PAPER_FLOPS = tuple(6.0 * shapes().num_params() * tokens for shapes, tokens in PAPER_SHAPES.values())  # 6 N D
 
 
 def paper() -> ml_collections.ConfigDict:
