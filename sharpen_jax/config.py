@@ -209,27 +209,18 @@ class TransformerConfig:
 
     @classmethod
     def qwen2_0_5b(cls, **overrides) -> TransformerConfig:
-        """Qwen2-0.5B (and Qwen2.5-0.5B) shapes, the Qwen2 report's (arXiv 2407.10671) Table 1: tied embeddings."""
-        base = dict(vocab_size=151936, dim=896, num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64,
-                    hidden_dim=4864, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
-                    tie_embeddings=True, qkv_bias=True, architecture="qwen2")
-        return cls(**{**base, **overrides})
+        """Qwen2-0.5B (and Qwen2.5-0.5B) shapes, the Qwen2 report's (arXiv 2407.10671) Table 1."""
+        return cls(**{**_qwen2_shapes(151936, 896, 24, 14, 2, 64, 4864, tied=True), **overrides})
 
     @classmethod
     def qwen2_1_5b(cls, **overrides) -> TransformerConfig:
-        """Qwen2-1.5B (and Qwen2.5-1.5B) shapes, the Qwen2 report's Table 1: tied embeddings."""
-        base = dict(vocab_size=151936, dim=1536, num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128,
-                    hidden_dim=8960, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
-                    tie_embeddings=True, qkv_bias=True, architecture="qwen2")
-        return cls(**{**base, **overrides})
+        """Qwen2-1.5B (and Qwen2.5-1.5B) shapes, the Qwen2 report's Table 1."""
+        return cls(**{**_qwen2_shapes(151936, 1536, 28, 12, 2, 128, 8960, tied=True), **overrides})
 
     @classmethod
     def qwen2_5_7b(cls, **overrides) -> TransformerConfig:
         """Qwen2.5-7B shapes, which Qwen2-7B shares (the Qwen2 report's Table 1)."""
-        base = dict(vocab_size=152064, dim=3584, num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
-                    hidden_dim=18944, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
-                    tie_embeddings=False, qkv_bias=True, architecture="qwen2")
-        return cls(**{**base, **overrides})
+        return cls(**{**_qwen2_shapes(152064, 3584, 28, 28, 4, 128, 18944, tied=False), **overrides})
 
     @classmethod
     def phi3_mini(cls, **overrides) -> TransformerConfig:
@@ -247,6 +238,14 @@ class TransformerConfig:
                     max_seq_len=32768, sliding_window=512, query_pre_attn_scalar=256.0,
                     layer_types=gemma3_layer_types(18, 6), architecture="gemma3")
         return cls(**{**base, **overrides})
+
+
+def _qwen2_shapes(vocab: int, dim: int, layers: int, heads: int, kv_heads: int, head_dim: int, hidden: int, *,
+                  tied: bool) -> dict:
+    """The TransformerConfig fields of a Qwen2-family decoder (q/k/v biases, RoPE base 1e6, 32k context)."""
+    return dict(vocab_size=vocab, dim=dim, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads,
+                head_dim=head_dim, hidden_dim=hidden, rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_seq_len=32768,
+                tie_embeddings=tied, qkv_bias=True, architecture="qwen2")
 
 
 def gemma3_layer_types(num_layers: int, pattern: int) -> tuple[str, ...]:
