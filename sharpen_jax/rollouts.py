@@ -103,6 +103,18 @@ def progress_bar(iterable, label: str, total: int):
     return tqdm.tqdm(iterable, desc=label, total=total, unit="batch", leave=False, dynamic_ncols=True)
 
 
+def sampled_batches(sample_fn: SampleFn, params, prompts: PromptSet, key: jax.Array, *, num_samples: int,
+                    temperature: float, batch_size: int, progress: str = ""):
+    """N samples per prompt from `params`, one batch of `batch_size` prompts at a time: yields (the
+    batch's real prompts, tokens_BNC, valid_BNC, logp_BNC) with padding rows dropped. Batch i draws
+    with the i-th split of `key`, so the samples depend only on the prompts, key and batch size."""
+    for chunk, n in progress_bar(prompts.batches(batch_size), progress, -(-len(prompts) // batch_size)):
+        key, sub = jax.random.split(key)
+        tokens, valid, logp = jax.device_get(sample_fn(params, chunk.tokens, chunk.valid, sub, num_samples,
+                                                       temperature))
+        yield chunk.take(np.arange(n)), tokens[:n], valid[:n], logp[:n]
+
+
 def completion_texts(tokenizer: Any, tokens_NC: np.ndarray, valid_NC: np.ndarray,
                      stop_strings: Sequence[str]) -> list[str]:
     """Decoded completions, each cut before its first stop string."""

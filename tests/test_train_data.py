@@ -62,6 +62,27 @@ def test_results_file_dataset_takes_the_best_sample_and_appends_the_stop(tmp_pat
         sft_sharpening.results_file_dataset(str(tmp_path / "empty.jsonl"), tok, prompt_length=8, completion_length=4)
 
 
+class BosCharTokenizer(CharTokenizer):
+    """CharTokenizer that, like Gemma's, puts a BOS id (the word "<bos>") before every encoded text by default."""
+
+    def __init__(self):
+        super().__init__(words=("<bos>",))
+        self.bos_id = self.words["<bos>"]
+
+    def encode(self, text, add_bos=None):
+        return ([self.bos_id] if add_bos is None or add_bos else []) + super().encode(text)
+
+
+def test_results_file_dataset_puts_bos_only_before_the_prompt(tmp_path):
+    tok = BosCharTokenizer()
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"prompt": "Q: 2+2\nA:", "completion": " 4\n"}) + "\n")
+    rows = sft_sharpening.results_file_dataset(str(path), tok, prompt_length=12, completion_length=4).seqs
+    real = rows["tokens"][0][rows["valid"][0]].tolist()
+    assert real == tok.encode("Q: 2+2\nA:") + tok.encode(" 4\n", add_bos=False)
+    assert real.count(tok.bos_id) == 1 and tok.bos_id not in rows["tokens"][0][rows["target"][0]]
+
+
 def _fake_sampler(params, prompt_tokens_BP, prompt_valid_BP, key, num_samples, temperature):
     """Completion n of each prompt is [n + 1] * 2 with log-prob -(n - 2)^2 per token: sample 2 is best."""
     b = len(prompt_tokens_BP)

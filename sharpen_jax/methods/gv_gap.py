@@ -21,7 +21,7 @@ import jax
 
 from sharpen_jax.methods.registry import LossEntry, register_loss
 from sharpen_jax.methods.sft_sharpening import build_sft_loss
-from sharpen_jax.rollouts import PromptSet, SampleFn, progress_bar, sample_rows
+from sharpen_jax.rollouts import PromptSet, SampleFn, sample_rows, sampled_batches
 from sharpen_jax.selection import best_of_n, gap, gv_verifiers
 from sharpen_jax.selection.gv_verifiers import VerifierResult
 from sharpen_jax.selection.rewards import RewardInputs
@@ -147,15 +147,13 @@ def filtered_dataset(sample_fn: SampleFn, params, prompts: PromptSet, key: jax.A
     if len(prompts) == 0:
         raise ValueError("filtered dataset: there are no training prompts to sample")
     rows = []
-    for chunk, n in progress_bar(prompts.batches(batch_size), progress, -(-len(prompts) // batch_size)):
-        key, sub = jax.random.split(key)
-        tokens, valid, logp = jax.device_get(sample_fn(params, chunk.tokens, chunk.valid, sub, num_samples,
-                                                       temperature))
-        real = chunk.take(np.arange(n))
-        keep_BN = np.asarray(keep_fn(real, tokens[:n], valid[:n], logp[:n]), bool)
-        if keep_BN.shape != (n, num_samples):
-            raise ValueError(f"keep_fn returned shape {keep_BN.shape}; expected {(n, num_samples)}")
-        batch_rows = sample_rows(real, tokens[:n], valid[:n])
+    for real, tokens, valid, logp in sampled_batches(sample_fn, params, prompts, key, num_samples=num_samples,
+                                                     temperature=temperature, batch_size=batch_size,
+                                                     progress=progress):
+        keep_BN = np.asarray(keep_fn(real, tokens, valid, logp), bool)
+        if keep_BN.shape != (len(real), num_samples):
+            raise ValueError(f"keep_fn returned shape {keep_BN.shape}; expected {(len(real), num_samples)}")
+        batch_rows = sample_rows(real, tokens, valid)
         rows.append({k: v[keep_BN.reshape(-1)] for k, v in batch_rows.items()})
     seqs = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     return SFTDataset(seqs) if len(seqs["tokens"]) else None

@@ -17,7 +17,7 @@ import numpy as np
 
 from sharpen_jax.jsonl import read_numbered_jsonl
 from sharpen_jax.methods.registry import LossEntry, register_loss
-from sharpen_jax.rollouts import PromptSet, SampleFn, ScoreFn, progress_bar, sample_rows
+from sharpen_jax.rollouts import PromptSet, SampleFn, ScoreFn, sample_rows, sampled_batches
 from sharpen_jax.selection import best_of_n
 from sharpen_jax.selection.rewards import NAMES
 from sharpen_jax.training import losses
@@ -56,13 +56,11 @@ def best_of_n_dataset(sample_fn: SampleFn, params, prompts: PromptSet, key: jax.
     if len(prompts) == 0:
         raise ValueError("SFT dataset is empty: there are no training prompts to draw best-of-N samples for")
     rows = []
-    for chunk, n in progress_bar(prompts.batches(batch_size), progress, -(-len(prompts) // batch_size)):
-        key, sub = jax.random.split(key)
-        tokens, valid, logp = jax.device_get(sample_fn(params, chunk.tokens, chunk.valid, sub, num_samples,
-                                                       temperature))
-        real = chunk.take(np.arange(n))
-        scores_BN = score_fn(real, tokens[:n], valid[:n], logp[:n])
-        best = best_of_n.take_best({"tokens": tokens[:n], "valid": valid[:n]}, scores_BN)  # [B, C] each
+    for real, tokens, valid, logp in sampled_batches(sample_fn, params, prompts, key, num_samples=num_samples,
+                                                     temperature=temperature, batch_size=batch_size,
+                                                     progress=progress):
+        scores_BN = score_fn(real, tokens, valid, logp)
+        best = best_of_n.take_best({"tokens": tokens, "valid": valid}, scores_BN)  # [B, C] each
         rows.append(sample_rows(real, best["tokens"][:, None], best["valid"][:, None]))
     return SFTDataset({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
 
@@ -92,7 +90,7 @@ def results_file_dataset(path: str, tokenizer, *, prompt_length: int, completion
         if "prompt" not in record:
             raise ValueError(f"{path}:{number}: the record has no 'prompt'")
         prompts.append(tokenizer.encode(record["prompt"]))
-        completions.append(tokenizer.encode(completion))
+        completions.append(tokenizer.encode(completion, add_bos=False))  # continues the prompt: no BOS
     if not prompts:
         raise ValueError(f"SFT dataset is empty: {path} holds no best-of-N records")
     return SFTDataset(pack_token_lists(prompts, completions, completion_length=completion_length,
