@@ -59,7 +59,7 @@ def sft_dataset(cfg, setup: training_run.Setup, workdir: str) -> SFTDataset:
                                        temperature=cfg.sampling.temperature, batch_size=cfg.sampling.batch_size,
                                        score_fn=training_run.self_reward_fn(cfg, setup),
                                        progress="sampling the best-of-N dataset" if cfg.progress else "")
-    dataset.save(cache)
+    common.write_on_main(dataset.save, cache)
     return dataset
 
 
@@ -78,6 +78,7 @@ def dry_run(cfg, *, devices: int, tokens_per_s: float = 0.0) -> str:
 
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
+    common.start_distributed(cfg)
     task = validate(cfg)
     extra = {"results_file": file_fingerprint(cfg.results_file)} if cfg.results_file else None
     with WorkdirLock(workdir):

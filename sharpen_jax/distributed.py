@@ -19,6 +19,7 @@ flags or the environment and converts between host numpy arrays and global array
     to_host(tree)              global arrays -> full numpy arrays on every process
                                (multihost_utils.process_allgather where a process lacks shards)
     is_main_process(), on_main(fn, ...)   process 0 alone writes results, summaries, metrics
+    barrier(name)              every process waits here for the others (a no-op on one process)
 
 Failure rule (bounded time): a process that does not reach the coordinator within
 `initialization_timeout_s` fails with JAX's error; a process that dies is declared dead by the
@@ -122,6 +123,13 @@ def is_main_process() -> bool:
 def on_main(fn: Callable[..., Any], *args, **kwargs) -> Any:
     """fn(*args, **kwargs) on process 0 (its result); None on every other process."""
     return fn(*args, **kwargs) if is_main_process() else None
+
+
+def barrier(name: str) -> None:
+    """Wait until every process has reached the barrier `name` (multihost_utils.sync_global_devices);
+    a no-op on one process. What process 0 wrote before it is visible to every process after it."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def _on_devices(x: Any, target: Sharding) -> bool:
