@@ -16,6 +16,8 @@ flags or the environment and converts between host numpy arrays and global array
                                (make_array_from_callback: each process places only its own shards)
     from_process_local(...)    each process's slice of the rows -> global arrays
                                (make_array_from_process_local_data)
+    global_rows(read, idx, s)  the global batch of data-set rows idx, each process reading only
+                               its own slice of them (process_local_rows)
     to_host(tree)              global arrays -> full numpy arrays on every process
                                (multihost_utils.process_allgather where a process lacks shards)
     is_main_process(), on_main(fn, ...)   process 0 alone writes results, summaries, metrics
@@ -158,6 +160,14 @@ def from_process_local(tree: Any, row_sharding: Sharding) -> Any:
     """Global arrays whose leading (row) axis is the concatenation, in process order, of every
     process's local rows (jax.make_array_from_process_local_data); `row_sharding` splits rows only."""
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(row_sharding, np.asarray(x)), tree)
+
+
+def global_rows(read_rows: Callable[[np.ndarray], Any], indices: np.ndarray, row_sharding: Sharding) -> Any:
+    """The global batch whose row r is data-set row indices[r]: each process calls read_rows(its own
+    slice of `indices`, process_local_rows) and the slices are assembled with `from_process_local`,
+    so no process reads another's rows and the batch is the same whatever the process count."""
+    indices = np.asarray(indices)
+    return from_process_local(read_rows(indices[process_local_rows(len(indices))]), row_sharding)
 
 
 def to_host(tree: Any) -> Any:

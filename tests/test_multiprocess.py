@@ -352,3 +352,38 @@ def test_each_process_reads_only_the_weight_shards_its_devices_hold():
         assert r["read"] == r["own"] < r["total"], r  # only this process's distinct shards, each once
         assert r["equal"] and r["gathered"], r  # bitwise the full load
     assert records[0]["read"] + records[1]["read"] > records[0]["total"]  # some parameters are replicated
+
+
+GLOBAL_ROWS = textwrap.dedent("""
+    import json
+    import jax, numpy as np
+    from sharpen_jax import distributed, sharding
+    from sharpen_jax.training import SFTDataset, stream_indices
+
+    distributed.initialize()
+    mesh = distributed.global_mesh(data=-1)
+    rng = np.random.default_rng(0)
+    dataset = SFTDataset({"tokens": rng.integers(0, 50, (20, 5)), "valid": rng.random((20, 5)) < 0.7},
+                         rng.random(20))
+    asked = []
+
+    def rows(idx):
+        asked.extend(int(i) for i in idx)
+        return dataset.rows(idx)
+
+    batches = [distributed.to_host(distributed.global_rows(rows, stream_indices(20, 8, 3, step),
+                                                           sharding.batch_sharding(mesh)))
+               for step in range(4)]
+    print(json.dumps({"asked": asked, "batches": jax.tree.map(lambda x: x.tolist(), batches)}))
+""")
+
+
+def test_each_process_reads_its_own_rows_and_the_global_batch_does_not_depend_on_the_process_count():
+    one = _records(run_processes(GLOBAL_ROWS, 1, 4, timeout=120))[0]
+    two = _records(run_processes(GLOBAL_ROWS, 2, 2, timeout=120))
+    for r in two:
+        assert r["batches"] == one["batches"]  # the same global batches as one process assembles
+    assert len(one["asked"]) == 4 * 8  # one process reads every row of every batch once
+    halves = [[one["asked"][8 * s + 4 * p: 8 * s + 4 * p + 4] for s in range(4)] for p in range(2)]
+    for p, r in enumerate(two):  # process p reads only rows [4p, 4p + 4) of each batch
+        assert r["asked"] == [i for h in halves[p] for i in h]
