@@ -4,7 +4,9 @@ Fast (default suite): the harness bounds time and leaves no process behind; two 
 devices each form one 4-device mesh on which a jitted sum of an array assembled from each
 process's rows is right on both; launch settings are checked before JAX starts; loading a
 safetensors checkpoint onto a mesh whose fsdp axis spans 2 processes, each process reads only the
-elements of its own shards (counted), and the shards equal the full load bitwise.
+elements of its own shards (counted), and the shards equal the full load bitwise; batches read
+through `distributed.global_rows` are the same on 2 processes as on 1, each process reading only
+its own half of the rows.
 
 Slow: the sampler, the scorer, the SFT and policy-optimization steps through `train_loop` with
 checkpoints, an interrupted and resumed run, and checkpoints restored across process counts, all
