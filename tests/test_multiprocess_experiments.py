@@ -6,15 +6,19 @@ Slow (`.ci/run`'s multi-process step): `--config.distributed=True` where no laun
 clear error before anything loads (slow only because JAX's cluster detection first probes for a
 TPU metadata server, about 14 s on a machine without one); the inference experiment's smoke preset on 2 processes x 4
 devices writes, byte for byte, the outputs of the 1-process, 8-device run, and process 0 alone
-writes them.
+writes them; the SFT-Sharpening smoke preset on the (data 2, fsdp 2, model 2) mesh, each process
+reading only its own rows of every batch, trains with checkpoints to the losses and held-out
+metrics of the 1-process run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -69,3 +73,27 @@ def test_inference_smoke_on_two_processes_writes_what_one_process_writes(tmp_pat
     rewards = [s["rewards"]["log_likelihood"] for r in records for s in r["samples"]]
     assert len(set(rewards)) > len(rewards) // 2  # real, varied samples: equality is not trivial
     assert len(read_jsonl(two / "invocations.jsonl")) == 1  # one writer
+
+
+SFT = ("experiments.sft_sharpening", "--config=experiments/configs/sft_sharpening.py:smoke", "--config.mesh.data=2",
+       "--config.mesh.fsdp=2", "--config.mesh.model=2")
+
+
+def _train_losses(workdir) -> list[float]:
+    return [r["loss"] for r in read_jsonl(workdir / "metrics.jsonl") if r["split"] == "train"]
+
+
+@pytest.mark.slow
+def test_sft_smoke_on_two_processes_trains_like_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_processes(EXPERIMENT, 1, 8, args=(*SFT, f"--workdir={one}"), timeout=400)
+    run_processes(EXPERIMENT, 2, 4, args=(*SFT, f"--workdir={two}"), timeout=400)
+    losses = _train_losses(one)
+    assert len(losses) >= 3 and len(_train_losses(two)) == len(losses)  # process 0 alone wrote the metrics
+    np.testing.assert_allclose(_train_losses(two), losses, rtol=1e-5, atol=1e-6)
+    single, multi = (json.loads((w / "results.json").read_text()) for w in (one, two))
+    for phase in ("before", "after"):
+        for key, value in single[phase].items():
+            np.testing.assert_allclose(multi[phase][key], value, rtol=1e-4, atol=1e-5, err_msg=f"{phase}/{key}")
+    assert sorted(os.listdir(two / "checkpoints")) == sorted(os.listdir(one / "checkpoints")) != []
+    assert (two / "config.json").read_bytes() == (one / "config.json").read_bytes()
