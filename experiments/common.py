@@ -14,6 +14,15 @@ Every config file has the same idiom: `defaults()` (every valid key), one functi
 an unknown key is an error naming the key and the valid ones (`check_keys`), and values are checked
 with `check_int` / `check_float` / `check_choice`, whose errors name the key. Workdirs (the run's
 identity, resumption, the lock) are `experiments.workdir`.
+
+Multi-process runs (one process per host or per GPU over one global mesh, `sharpen_jax.distributed`):
+every config has the key `distributed`; with it True, or when the environment names a multi-process
+launch, `start_distributed` starts jax.distributed first, before anything else touches JAX (`main`
+calls it before the run; each experiment's `run` calls it again, a no-op then). Every process runs
+the same program; process 0 alone takes the workdir's lock and writes config, identity, results,
+summaries, figures, metrics and TensorBoard (`write_on_main`), and every process prints its own
+failures (`main`). A process that dies makes the others stop with an error within the heartbeat
+timeout of `sharpen_jax.distributed.initialize`.
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ import os
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
 import ml_collections
 
-from sharpen_jax import checks
+from sharpen_jax import checks, distributed
 
 
 class ConfigError(ValueError):
@@ -98,10 +108,48 @@ def check_choice(config: Any, key: str, choices: Sequence[Any]) -> Any:
     return _as_config_error(checks.choice, config, key, choices)
 
 
-def jax_device_count() -> int:
-    """The number of devices this process sees (imports jax only when a dry run needs it)."""
-    import jax
+DISTRIBUTED_KEY = "distributed"  # every config has it; it never changes results, so a resume may change it
 
+
+def check_distributed(config: Any) -> bool:
+    """config.distributed, which must be True or False; a ConfigError naming it otherwise."""
+    value = value_at(config, DISTRIBUTED_KEY)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config.{DISTRIBUTED_KEY}={value!r}; expected True or False")
+    return value
+
+
+def start_distributed(config: Any) -> bool:
+    """Start jax.distributed for a run (`sharpen_jax.distributed.initialize`); True when the run spans
+    several processes. Call it before anything else touches JAX. It starts when config.distributed
+    is True (coordinator, process count and id from $JAX_COORDINATOR_ADDRESS,
+    $SHARPEN_JAX_NUM_PROCESSES and $SHARPEN_JAX_PROCESS_ID, else JAX's own detection on TPU pod slices,
+    SLURM and Open MPI) or when those variables name a launch of several processes; otherwise, and
+    when already started, it does nothing."""
+    enabled = check_distributed(config)
+    try:
+        return distributed.initialize(auto=enabled)
+    except (ValueError, RuntimeError) as err:  # RuntimeError: JAX was used already, or no coordinator answered
+        raise ConfigError(f"cannot start the multi-process run (config.{DISTRIBUTED_KEY}={enabled}): {err} (set "
+                          f"${distributed.COORDINATOR_ENV}, ${distributed.NUM_PROCESSES_ENV} and "
+                          f"${distributed.PROCESS_ID_ENV}, or run where JAX detects the cluster: TPU, SLURM, Open MPI; "
+                          "a run called from Python must start before anything else uses JAX)") from None
+
+
+def write_on_main(fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """fn(*args, **kwargs), a write of a run's outputs, on process 0 only (`distributed.on_main`)."""
+    return distributed.on_main(fn, *args, **kwargs)
+
+
+def process_label() -> str:
+    """" (process I of N)" in a multi-process run, else ""; for messages every process prints."""
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return ""
+    return f" (process {jax.process_index()} of {jax.process_count()})"
+
+
+def jax_device_count() -> int:
+    """The number of devices of the run (every process's, in a multi-process run)."""
     return jax.device_count()
 
 
@@ -220,7 +268,8 @@ def flag_error_message(err: Exception) -> str:
 def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any,
          dry_run: Callable[..., str] | None = None) -> None:
     """The command line of an experiment module: parses --config=FILE:PRESET (and --config.KEY=VALUE) and
-    --workdir, then calls run(config, workdir). With --dry_run it prints dry_run(config, devices=,
+    --workdir, starts jax.distributed where the config or the environment asks for it
+    (`start_distributed`), then calls run(config, workdir). With --dry_run it prints dry_run(config, devices=,
     tokens_per_s=) instead (`experiments.plan`: the plan, memory per device, a time estimate;
     --devices=N plans for N devices, --tokens_per_s for a measured throughput); no workdir needed.
 
@@ -253,6 +302,7 @@ def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any,
             raise ConfigError(flag_error_message(err)) from None
         if len(rest) > 1:
             raise ConfigError(f"unexpected positional arguments: {rest[1:]}")
+        start_distributed(flags.FLAGS.config)
         if flags.FLAGS.dry_run:
             if dry_run is None:
                 raise ConfigError(f"{name} has no --dry_run")
@@ -268,7 +318,11 @@ def main(run: Callable[[ml_collections.ConfigDict, str], Any], configs: Any,
             import traceback
 
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error{process_label()}: {err}", file=sys.stderr)
         if not verbose:
             print(f"(for the traceback run again with --verbose or {VERBOSE_ENV}=1; the flags: --help)", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:  # every process of a multi-process run says that it failed, and why
+        if process_label():
+            print(f"error{process_label()}: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        raise

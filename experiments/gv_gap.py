@@ -37,15 +37,15 @@ from experiments import common, gv_gap_report as report, gv_gap_rounds as rounds
 from experiments.configs import gv_gap as configs
 from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec
 from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
-from sharpen_jax import sampling, sharding, tasks
-from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json
+from sharpen_jax import distributed, sampling, tasks
+from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json, write_text
 from sharpen_jax.methods import gv_gap
 from sharpen_jax.selection import gap, rewards
 from sharpen_jax.stopping import StopSpec
 
 RESULTS, TIMING, SUMMARY, SUMMARY_MD, INVOCATIONS = ("results.jsonl", "timing.jsonl", "summary.json", "summary.md",
                                                      "invocations.jsonl")
-RUN_CONTROL_KEYS = ("progress", "max_batches")
+RUN_CONTROL_KEYS = ("progress", "max_batches", common.DISTRIBUTED_KEY)
 
 
 def settings(config) -> gv_gap.VerifierSettings:
@@ -71,6 +71,7 @@ def validate(config) -> dict[str, tasks.Task]:
     """Check the whole config before any model is loaded or sampled; returns the task objects."""
     template = configs.task_entry(1, 0, 1)
     common.check_keys(config, configs.defaults(), each={"config.tasks": template}, free=("config.tasks.*.options",))
+    common.check_distributed(config)
     if not config.models:
         raise common.ConfigError("config.models is empty; give at least one model")
     if len(config.model_flops) not in (0, len(config.models)):
@@ -191,6 +192,7 @@ def summarize(records: list[dict], config, timing: list[dict], round_rows: dict 
 
 def run(config, workdir: str) -> dict | None:
     """Run (or resume) the experiment; returns the summary, or None when stopped by max_batches."""
+    common.start_distributed(config)
     task_objects = validate(config)
     with WorkdirLock(workdir):
         return _run(config, workdir, task_objects)
@@ -203,14 +205,15 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     units = inference.plan(config)
     done, kept = inference.finished_units(read_jsonl(path), units)
     if len(kept) != len(read_jsonl(path)):
-        rewrite_jsonl(path, kept)  # drops the records of a batch cut short by a kill; it is redone whole
+        common.write_on_main(rewrite_jsonl, path, kept)  # drops a batch cut short by a kill; it is redone whole
+    distributed.barrier("results read")  # no process reads results.jsonl after process 0 appends to it
     todo = [u for u in units if u not in done]
-    append_jsonl(os.path.join(workdir, INVOCATIONS), [{"resumed": resumed, "done_batches": len(done),
+    common.write_on_main(append_jsonl, os.path.join(workdir, INVOCATIONS), [{"resumed": resumed, "done_batches": len(done),
                                                        "todo_batches": len(todo)}])
     print(f"{'resuming' if resumed else 'starting'}: {len(todo)} of {len(units)} prompt batches to do; outputs go "
           f"to {workdir}")
     budget = config.max_batches or len(todo)
-    mesh = sharding.make_mesh(data=-1, model=config.model_parallel) if config.shard else None
+    mesh = distributed.global_mesh(data=-1, model=config.model_parallel) if config.shard else None
     bar = tqdm.tqdm(total=sum(len(u.indices) for u in todo), desc="prompts", unit="prompt", disable=not config.progress)
     load = lambda spec: inference.load_spec(spec, config, mesh)  # noqa: E731
     verifier = load(config.verifier_model) if config.verifier_model and todo else None
@@ -226,19 +229,19 @@ def _run(config, workdir: str, task_objects) -> dict | None:
         for unit in mine:
             records, timing = run_unit(config, unit, task_objects[unit.task], stops[unit.task], policy, verify_fns,
                                        mesh)
-            append_jsonl(path, records)
-            append_jsonl(timing_path, [timing])
+            common.write_on_main(append_jsonl, path, records)
+            common.write_on_main(append_jsonl, timing_path, [timing])
             bar.update(len(unit.indices))
     bar.close()
     if budget < len(todo):
         print(f"stopped after max_batches={config.max_batches} batches; run the same command again to resume")
         return None
+    distributed.barrier("results written")  # process 0 has appended every batch
     round_rows = run_rounds(config, workdir, task_objects, mesh, load)
     summary = summarize(read_jsonl(path), config, read_jsonl(timing_path), round_rows)
-    write_json(os.path.join(workdir, SUMMARY), summary)
-    with open(os.path.join(workdir, SUMMARY_MD), "w") as f:
-        f.write(report.markdown(summary))
-    figures = report.make_figures(workdir, summary)
+    common.write_on_main(write_json, os.path.join(workdir, SUMMARY), summary)
+    common.write_on_main(write_text, os.path.join(workdir, SUMMARY_MD), report.markdown(summary))
+    figures = common.write_on_main(report.make_figures, workdir, summary) or []
     print(report.markdown(summary))
     print(f"results: {path}\nsummary: {os.path.join(workdir, SUMMARY)}\nfigures: {', '.join(figures)}")
     return summary

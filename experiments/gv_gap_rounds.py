@@ -114,7 +114,7 @@ def run_rounds(config, workdir: str, task, policy: LoadedModel, evaluate, settin
                                                         seed=config.seed)
                 row.update(kept_rows=0 if dataset is None else dataset.size, train_loss=loss)
             rows.append(row)
-        append_jsonl(path, rows)
+        common.write_on_main(append_jsonl, path, rows)
         done[arm] = rows
     return {arm: done[arm] for arm in r.arms}
 

@@ -39,14 +39,14 @@ from experiments import common, plan as plans, plots
 from experiments.configs import inference_sharpening as configs
 from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec, load_model
 from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
-from sharpen_jax import rollouts, sampling, sharding, tasks
-from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json
+from sharpen_jax import distributed, rollouts, sampling, tasks
+from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json, write_text
 from sharpen_jax.selection import best_of_n, rewards, verifiers
 from sharpen_jax.stopping import StopSpec
 from sharpen_jax.tokenizer import pad_batch
 
 RESULTS, SUMMARY, SUMMARY_MD, INVOCATIONS = "results.jsonl", "summary.json", "summary.md", "invocations.jsonl"
-RUN_CONTROL_KEYS = ("progress", "max_batches")  # may change between a run and its resumption
+RUN_CONTROL_KEYS = ("progress", "max_batches", common.DISTRIBUTED_KEY)  # may change between a run and its resumption
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,7 @@ def validate(config) -> dict[str, tasks.Task]:
     """Check the whole config before any model is loaded or sampled; returns the task objects."""
     template = configs.task_entry(1, 0, 1)
     common.check_keys(config, configs.defaults(), each={"config.tasks": template}, free=("config.tasks.*.options",))
+    common.check_distributed(config)
     if not config.models:
         raise common.ConfigError("config.models is empty; give at least one model")
     common.check_choice(config, "dtype", ("", "float32", "bfloat16", "float16"))
@@ -239,6 +240,7 @@ def summarize(records: list[dict], config) -> dict:
 
 def run(config, workdir: str) -> dict | None:
     """Run (or resume) the experiment; returns the summary, or None when stopped by max_batches."""
+    common.start_distributed(config)
     task_objects = validate(config)
     with WorkdirLock(workdir):
         return _run(config, workdir, task_objects)
@@ -251,7 +253,8 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     units = plan(config)
     done, kept = finished_units(read_jsonl(path), units)
     if len(kept) != len(read_jsonl(path)):
-        rewrite_jsonl(path, kept)  # drops the records of a batch cut short by a kill; it is redone whole
+        common.write_on_main(rewrite_jsonl, path, kept)  # drops a batch cut short by a kill; it is redone whole
+    distributed.barrier("results read")  # no process reads results.jsonl after process 0 appends to it
     todo = [u for u in units if u not in done]
     if not todo:
         print(f"all {len(units)} prompt batches of this run are done; rewriting the summary and figures")
@@ -259,7 +262,7 @@ def _run(config, workdir: str, task_objects) -> dict | None:
         print(f"{'resuming' if resumed else 'starting'}: {len(todo)} of {len(units)} prompt batches to do; outputs "
               f"go to {workdir}")
     budget = config.max_batches or len(todo)
-    mesh = sharding.make_mesh(data=-1, model=config.model_parallel) if config.shard else None
+    mesh = distributed.global_mesh(data=-1, model=config.model_parallel) if config.shard else None
     bar = tqdm.tqdm(total=sum(len(u.indices) for u in todo), desc="prompts", unit="prompt", disable=not config.progress)
     reference = load_spec(config.reward_model, config, mesh) if config.reward_model and todo else None
     ran: list[Unit] = []
@@ -280,22 +283,22 @@ def _run(config, workdir: str, task_objects) -> dict | None:
         stops = {name: StopSpec.from_tokenizer(policy.tokenizer, task.stop) for name, task in task_objects.items()}
         for unit in mine:
             bar.set_description(f"{os.path.basename(model)}")
-            append_jsonl(path, run_unit(config, unit, task_objects[unit.task], stops[unit.task], policy, ref,
-                                               reward_fns, mesh, bar))
+            common.write_on_main(append_jsonl, path, run_unit(config, unit, task_objects[unit.task], stops[unit.task],
+                                                              policy, ref, reward_fns, mesh, bar))
             bar.update(len(unit.indices))
             ran.append(unit)
     bar.close()
-    append_jsonl(os.path.join(workdir, INVOCATIONS), [{
+    common.write_on_main(append_jsonl, os.path.join(workdir, INVOCATIONS), [{
         "resumed": resumed, "done_batches": len(done), "todo_batches": len(todo),
         "first_batch": units.index(ran[0]) if ran else None, "ran_batches": len(ran)}])
     if budget < len(todo):
         print(f"stopped after max_batches={config.max_batches} batches; run the same command again to resume")
         return None
+    distributed.barrier("results written")  # process 0 has appended every batch
     summary = summarize(read_jsonl(path), config)
-    write_json(os.path.join(workdir, SUMMARY), summary)
-    with open(os.path.join(workdir, SUMMARY_MD), "w") as f:
-        f.write(plots.markdown_tables(summary))
-    figures = plots.make_figures(workdir)
+    common.write_on_main(write_json, os.path.join(workdir, SUMMARY), summary)
+    common.write_on_main(write_text, os.path.join(workdir, SUMMARY_MD), plots.markdown_tables(summary))
+    figures = common.write_on_main(plots.make_figures, workdir) or []
     print(plots.markdown_tables(summary))
     print(f"results: {path}\nsummary: {os.path.join(workdir, SUMMARY)}\nfigures: {', '.join(figures)}")
     return summary

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 
 from experiments.common import ConfigError
-from sharpen_jax import sharding, testing, tokenizer as tokenizers, weights
+from sharpen_jax import distributed, sharding, testing, tokenizer as tokenizers, weights
 from sharpen_jax.config import TransformerConfig
 
 CHAR_TOKENIZER = "char"
@@ -85,5 +85,5 @@ def load_model(spec: str, *, tokenizer_spec: str = "", random_shape: dict | None
         config, params = weights.load(spec, dtype=dtype or None, mesh=mesh)
         tok = load_tokenizer(tokenizer_spec or spec)
     if mesh is not None:
-        params = jax.device_put(params, sharding.param_shardings(params, mesh, decode=decode_layout))
+        params = distributed.to_global(params, sharding.param_shardings(params, mesh, decode=decode_layout))
     return LoadedModel(spec, config, params, tok)

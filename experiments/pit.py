@@ -88,6 +88,7 @@ def validate(cfg):
 
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
+    common.start_distributed(cfg)
     task = validate(cfg)
     with WorkdirLock(workdir):
         return _run(cfg, workdir, task, sample_fn)
@@ -247,12 +248,12 @@ def _run(cfg, workdir, task, sample_fn) -> dict:
             "self_refine": iterated_accuracy(cfg, setup, setup.base_params, temperature, resample=False),
             "base": iterated_accuracy(cfg, setup, setup.base_params, temperature, resample=True)}
     stages = ["reward_model", "improver_sft"] + [f"rl_{s}" for s in _split(cfg.pit.stages)]
-    curves = {s: plot_training_curves(os.path.join(workdir, s, "metrics.jsonl"),
+    curves = {s: common.write_on_main(plot_training_curves, os.path.join(workdir, s, "metrics.jsonl"),
                                       os.path.join(workdir, s, "training_curves.png")) for s in stages}
     results = {**training_run.load_results(workdir), "before": before, "after": after,
                "reward_model": reward_accuracy(cfg, setup, backbone, head), "preference_pairs": counts,
                "curves": curves, "config": cfg.to_dict()}
-    write_json(os.path.join(workdir, training_run.RESULTS), results)
+    common.write_on_main(write_json, os.path.join(workdir, training_run.RESULTS), results)
     for name, rows in after.items():
         for model, row in rows.items():
             print(f"{name} {model:<12}" + " ".join(f"{a:.3f}±{e:.3f}" for a, e in zip(row["accuracy"], row["stderr"])))

@@ -66,6 +66,7 @@ def dry_run(cfg, *, devices: int, tokens_per_s: float = 0.0) -> str:
 
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
+    common.start_distributed(cfg)
     task = validate(cfg)
     with WorkdirLock(workdir):
         return _run(cfg, workdir, task, sample_fn)

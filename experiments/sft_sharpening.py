@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 
 from experiments import common, training_run
 from experiments.workdir import WorkdirLock, file_fingerprint
 from experiments.configs import sft_sharpening as configs
+from sharpen_jax import distributed, sharding
 from sharpen_jax.methods import get_loss, sft_sharpening as method
 from sharpen_jax.selection import check_reward_name
-from sharpen_jax.training import SFTDataset
+from sharpen_jax.training import SFTDataset, stream_indices
 
 
 def validate(cfg):
@@ -59,7 +61,7 @@ def sft_dataset(cfg, setup: training_run.Setup, workdir: str) -> SFTDataset:
                                        temperature=cfg.sampling.temperature, batch_size=cfg.sampling.batch_size,
                                        score_fn=training_run.self_reward_fn(cfg, setup),
                                        progress="sampling the best-of-N dataset" if cfg.progress else "")
-    dataset.save(cache)
+    common.write_on_main(dataset.save, cache)
     return dataset
 
 
@@ -78,6 +80,7 @@ def dry_run(cfg, *, devices: int, tokens_per_s: float = 0.0) -> str:
 
 def run(cfg, workdir: str, sample_fn=None) -> dict:
     """The whole experiment; returns the results dict also written to workdir/results.json."""
+    common.start_distributed(cfg)
     task = validate(cfg)
     extra = {"results_file": file_fingerprint(cfg.results_file)} if cfg.results_file else None
     with WorkdirLock(workdir):
@@ -93,8 +96,12 @@ def _run(cfg, workdir, task, sample_fn, extra_data) -> dict:
     num_steps = cfg.train.num_steps or cfg.train.epochs * dataset.steps_per_epoch(batch_size)
 
     def batch_for_step(policy, state, step):
-        batch = dataset.batch(step, batch_size, cfg.seed)
-        return batch, float(batch["seqs"]["valid"].sum())  # tokens through the policy
+        if setup.mesh is None:
+            batch = dataset.batch(step, batch_size, cfg.seed)
+        else:  # each process reads only the rows its devices hold
+            batch = distributed.global_rows(dataset.rows, stream_indices(dataset.size, batch_size, cfg.seed, step),
+                                            sharding.batch_sharding(setup.mesh))
+        return batch, float(jnp.sum(batch["seqs"]["valid"]))  # tokens through the policy
 
     run_, policy = training_run.train(cfg, setup, workdir, loss=get_loss("sft"), hyperparameters={},
                                       num_steps=num_steps, batch_for_step=batch_for_step)

@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments import common, plan, workdir as workdir_lib
 from experiments.models import CHAR_TOKENIZER, check_model_spec, load_model
-from sharpen_jax import rollouts, sharding, tasks
+from sharpen_jax import distributed, rollouts, sharding, tasks
 from sharpen_jax.jsonl import read_json, write_json
 from sharpen_jax.metrics import plot_training_curves
 from sharpen_jax.methods.registry import LossEntry
@@ -30,7 +30,7 @@ from sharpen_jax.training.train_state import train_state_sharding
 
 TABLE_COLUMNS = ("greedy_accuracy", "sample_accuracy", "sample_logp", "bon_accuracy")
 RESULTS = "results.json"
-RUN_CONTROL_KEYS = ("progress",)  # may differ between a run and its resumption
+RUN_CONTROL_KEYS = ("progress", common.DISTRIBUTED_KEY)  # may differ between a run and its resumption
 
 
 def validate(cfg, reference, *, self_rewards) -> tasks.Task:
@@ -39,6 +39,7 @@ def validate(cfg, reference, *, self_rewards) -> tasks.Task:
     Method-specific keys are checked by the experiment itself (after this).
     """
     common.check_keys(cfg, reference, free=("config.task.options",))
+    common.check_distributed(cfg)
     check_model_spec(cfg.model, cfg.tokenizer)
     common.check_choice(cfg, "dtype", ("", "float32", "bfloat16"))
     for key in reference.random_model:
@@ -108,7 +109,7 @@ def check_mesh(cfg) -> None:
 def make_mesh(cfg) -> jax.sharding.Mesh | None:
     """The run's (data, fsdp, model) mesh, or None for the single-device default (all sizes 1)."""
     sizes = {axis: cfg.mesh[axis] for axis in ("data", "fsdp", "model")}
-    return None if set(sizes.values()) == {1} else sharding.make_mesh(**sizes)
+    return None if set(sizes.values()) == {1} else distributed.global_mesh(**sizes)
 
 
 def task_options(cfg) -> dict:
@@ -226,7 +227,7 @@ def base_evaluation(setup: Setup, workdir: str, eval_cfg, seed: int, progress: b
     if "before" not in results:
         results["before"] = evaluate(setup, setup.base_params, eval_cfg, seed=seed,
                                      progress="evaluating the base model" if progress else "")
-        write_json(os.path.join(workdir, RESULTS), results)
+        common.write_on_main(write_json, os.path.join(workdir, RESULTS), results)
     return results["before"]
 
 
@@ -340,9 +341,10 @@ def finish(workdir: str, before: dict[str, float], after: dict[str, float], *, t
     curves to workdir/training_curves.png, print the table and where the outputs are; return the results."""
     results = load_results(workdir)
     results.update(before=before, after=after, lift=lift(before, after), **extra)
-    write_json(os.path.join(workdir, RESULTS), results)
-    curves = plot_training_curves(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png"),
-                                  train_keys=train_keys, eval_keys=eval_keys)
+    common.write_on_main(write_json, os.path.join(workdir, RESULTS), results)
+    curves = common.write_on_main(plot_training_curves, os.path.join(workdir, "metrics.jsonl"),
+                                  os.path.join(workdir, "training_curves.png"), train_keys=train_keys,
+                                  eval_keys=eval_keys)
     print(format_table(before, after))
     print(f"results: {os.path.join(workdir, RESULTS)}\ncurves: {curves}\nmetrics: "
           f"{os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})")

@@ -8,6 +8,10 @@ changes results, or whose identity differs, is refused with an error naming what
 without a `config.json` (results, checkpoints) are never adopted, rewritten or truncated. A lock file
 (`.lock`: pid, process start time, host) keeps a second run out of a workdir in use; a lock whose
 process is gone is stale and taken over with a warning.
+
+In a multi-process run (`sharpen_jax.distributed`) the workdir is shared by every process (as Orbax's
+multi-process checkpoints need): every process makes the same checks, process 0 alone writes and
+holds the lock, and `prepare_workdir` returns on every process once process 0 has recorded the run.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 from experiments.common import ConfigError, to_plain
-from sharpen_jax import testing, weights
+from sharpen_jax import distributed, testing, weights
 from sharpen_jax.jsonl import read_json, write_json
 
 CONFIG_FILE, IDENTITY_FILE, LOCK_FILE = "config.json", "identity.json", ".lock"
@@ -102,8 +106,17 @@ def prepare_workdir(workdir: str, config: Any, identity: dict, *, ignore: Iterab
     `ignore` names top-level config keys that do not change results (progress bars, how much work one
     invocation does). Refuses (WorkdirError) a workdir holding outputs but no config.json, and a
     resume whose config or identity differs, naming the differing entries. A workdir with a config
-    but no outputs yet is started afresh with the new config.
+    but no outputs yet is started afresh with the new config. Process 0 alone writes; every process
+    returns after the others have made the checks and process 0 has written (module docstring).
     """
+    resumed = _check_workdir(workdir, config, identity, ignore=ignore, outputs=outputs)
+    distributed.barrier(f"prepared workdir {workdir}")
+    return resumed
+
+
+def _check_workdir(workdir: str, config: Any, identity: dict, *, ignore: Iterable[str],
+                   outputs: Sequence[str]) -> bool:
+    """`prepare_workdir` before the barrier: the checks (every process) and the writes (process 0)."""
     if not workdir:
         raise WorkdirError("workdir is empty; pass --workdir DIR")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -118,9 +131,10 @@ def prepare_workdir(workdir: str, config: Any, identity: dict, *, ignore: Iterab
             raise WorkdirError(f"workdir {workdir!r} holds {present} but no {CONFIG_FILE}, so it cannot be shown to "
                                f"belong to this run; nothing was changed. Use a new workdir, or move those files away")
         # No outputs yet: a run that failed before its first result does not block the corrected command.
-        os.makedirs(workdir, exist_ok=True)
-        write_json(identity_path, identity)
-        write_json(config_path, current)
+        if distributed.is_main_process():
+            os.makedirs(workdir, exist_ok=True)
+            write_json(identity_path, identity)
+            write_json(config_path, current)
         return False
     differing = _differences(read_json(config_path, error=WorkdirError), current, "config")
     if differing:
@@ -147,10 +161,12 @@ def _process_start_time(pid: int) -> str | None:
 
 
 class WorkdirLock:
-    """An exclusive lock on a workdir for one run (a context manager); see the module docstring."""
+    """An exclusive lock on a workdir for one run (a context manager), held by process 0 of a
+    multi-process run (the others share its run); see the module docstring."""
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, LOCK_FILE)
+        self.held = False
         self.owner = {"pid": os.getpid(), "start": _process_start_time(os.getpid()), "host": socket.gethostname()}
 
     def _holder_alive(self, holder: dict) -> bool:
@@ -160,6 +176,8 @@ class WorkdirLock:
         return start is not None and start == holder.get("start")
 
     def __enter__(self) -> WorkdirLock:
+        if not distributed.is_main_process():
+            return self
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         for _ in range(2):
             try:
@@ -178,10 +196,14 @@ class WorkdirLock:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(self.owner, f)
+            self.held = True
             return self
         raise WorkdirError(f"could not take the lock {self.path}; another run started at the same moment")
 
     def __exit__(self, *exc) -> None:
+        if not self.held:
+            return
+        self.held = False
         try:
             os.remove(self.path)
         except FileNotFoundError:

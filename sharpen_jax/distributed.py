@@ -16,9 +16,12 @@ flags or the environment and converts between host numpy arrays and global array
                                (make_array_from_callback: each process places only its own shards)
     from_process_local(...)    each process's slice of the rows -> global arrays
                                (make_array_from_process_local_data)
+    global_rows(read, idx, s)  the global batch of data-set rows idx, each process reading only
+                               its own slice of them (process_local_rows)
     to_host(tree)              global arrays -> full numpy arrays on every process
                                (multihost_utils.process_allgather where a process lacks shards)
     is_main_process(), on_main(fn, ...)   process 0 alone writes results, summaries, metrics
+    barrier(name)              every process waits here for the others (a no-op on one process)
 
 Failure rule (bounded time): a process that does not reach the coordinator within
 `initialization_timeout_s` fails with JAX's error; a process that dies is declared dead by the
@@ -124,6 +127,13 @@ def on_main(fn: Callable[..., Any], *args, **kwargs) -> Any:
     return fn(*args, **kwargs) if is_main_process() else None
 
 
+def barrier(name: str) -> None:
+    """Wait until every process has reached the barrier `name` (multihost_utils.sync_global_devices);
+    a no-op on one process. What process 0 wrote before it is visible to every process after it."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def _on_devices(x: Any, target: Sharding) -> bool:
     return isinstance(x, jax.Array) and x.sharding.device_set == target.device_set
 
@@ -150,6 +160,14 @@ def from_process_local(tree: Any, row_sharding: Sharding) -> Any:
     """Global arrays whose leading (row) axis is the concatenation, in process order, of every
     process's local rows (jax.make_array_from_process_local_data); `row_sharding` splits rows only."""
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(row_sharding, np.asarray(x)), tree)
+
+
+def global_rows(read_rows: Callable[[np.ndarray], Any], indices: np.ndarray, row_sharding: Sharding) -> Any:
+    """The global batch whose row r is data-set row indices[r]: each process calls read_rows(its own
+    slice of `indices`, process_local_rows) and the slices are assembled with `from_process_local`,
+    so no process reads another's rows and the batch is the same whatever the process count."""
+    indices = np.asarray(indices)
+    return from_process_local(read_rows(indices[process_local_rows(len(indices))]), row_sharding)
 
 
 def to_host(tree: Any) -> Any:

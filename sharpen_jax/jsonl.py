@@ -93,6 +93,11 @@ def write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 1) -
     _atomic_write(os.fspath(path), json.dumps(value, indent=indent, sort_keys=False) + "\n")
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` atomically (a temporary file renamed over `path`)."""
+    _atomic_write(os.fspath(path), text)
+
+
 def read_json(path: str | os.PathLike, *, error: type[ValueError] = JsonlError) -> Any:
     """The JSON value of a whole file; unreadable content raises `error` naming the file."""
     path = os.fspath(path)

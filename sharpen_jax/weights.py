@@ -3,6 +3,13 @@
 Tensors are read one at a time (safetensors / memory-mapped GGUF) and each stacked parameter is
 placed straight into its sharding, so host memory holds at most one parameter beyond what is
 already on device: an 8B checkpoint never needs two full host copies.
+
+Per-shard reads: a reader returns a tensor that is indexed lazily (anything with `.shape` and
+`[index] -> numpy array`: a safetensors slice, `safe_open(...).get_slice`, or a numpy array), and
+`assemble` builds each parameter with `jax.make_array_from_callback`, whose callback reads, for
+each of this process's devices, only the index ranges that device holds. From safetensors, a
+process of a multi-process run therefore reads only its own shards; on one device the callback
+reads everything once. GGUF tensors are still dequantized whole (a numpy array) and then sliced.
 """
 
 from __future__ import annotations
@@ -279,15 +286,44 @@ def _hf_tensor_reader(directory: str) -> Callable[[str], np.ndarray | None]:
         for name in handle.keys():
             index[name] = file
 
-    def read(name: str) -> np.ndarray | None:
+    def read(name: str) -> _SafetensorsSlice | None:
         if name not in index:
             return None
         try:
-            return np.asarray(handles[index[name]].get_tensor(name))
+            return _SafetensorsSlice(handles[index[name]].get_slice(name), f"{index[name]}: tensor {name!r}")
         except Exception as err:
             raise WeightsError(f"{index[name]}: cannot read tensor {name!r} ({err})") from err
 
     return read
+
+
+class _SafetensorsSlice:
+    """One safetensors tensor read lazily: `.shape`, and `[index]` reads only those index ranges."""
+
+    def __init__(self, handle, where: str):
+        self.handle, self.where = handle, where
+        self.shape = tuple(handle.get_shape())
+
+    def __getitem__(self, index) -> np.ndarray:
+        try:
+            return np.asarray(self.handle[index])
+        except Exception as err:
+            raise WeightsError(f"{self.where}: cannot read {index} ({err})") from err
+
+
+class _RowRange:
+    """Rows [start, stop) of a lazily indexed tensor, itself indexed lazily."""
+
+    def __init__(self, tensor, start: int, stop: int):
+        self.tensor, self.start = tensor, start
+        self.shape = (stop - start, *tensor.shape[1:])
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        rows = range(self.shape[0])[index[0]] if index else range(self.shape[0])
+        if rows.step != 1:
+            raise ValueError(f"row index {index[0]} has a step; expected a contiguous range")
+        return self.tensor[(slice(self.start + rows.start, self.start + rows.stop), *index[1:])]
 
 
 def _unfused_phi3_reader(config: TransformerConfig, read: Callable[[str], np.ndarray | None],
@@ -312,7 +348,7 @@ def _unfused_phi3_reader(config: TransformerConfig, read: Callable[[str], np.nda
                 if tensor.shape[0] != rows:
                     raise WeightsError(f"{source}: tensor {fused_name!r} has {tensor.shape[0]} rows; the config "
                                        f"implies {rows}")
-                return tensor[start:stop]
+                return _RowRange(tensor, start, stop)
         return read(name)
 
     return split_read
@@ -322,42 +358,65 @@ def assemble(config: TransformerConfig, read: Callable[[str], np.ndarray | None]
              mesh=None, prefix: str = "model.") -> dict:
     """Build our parameter tree from HF-named tensors, one stacked parameter at a time.
 
-    `read(name)` returns a tensor in HF layout ([out, in] for projections) or None if absent. Each
-    parameter is cast to config.param_dtype and placed on its sharding from `sharpen_jax.sharding`
-    (or the default device when mesh is None).
+    `read(name)` returns a lazily indexed tensor in HF layout ([out, in] for projections; see the
+    module docstring) or None if absent. Each parameter is cast to config.param_dtype and built on
+    its sharding from `sharpen_jax.sharding` (or the default device when mesh is None) by
+    `jax.make_array_from_callback`: each of this process's devices gets only the index ranges it
+    holds, read from the tensors for that device (once per distinct range).
     """
     shapes = param_shapes(config)
     shardings = param_shardings(shapes, mesh) if mesh is not None else None
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
-    def require(name: str) -> np.ndarray:
+    def require(name: str):
         tensor = read(name)
         if tensor is None:
             raise WeightsError(f"{source}: tensor {name!r} is missing")
         return tensor
 
-    def place(path: tuple, value: np.ndarray):
+    def place(path: tuple, tensors: list, transpose: bool, stacked: bool):
         expected = _get(shapes, path)
-        if value.shape != expected.shape:
-            raise WeightsError(f"{source}: parameter {'/'.join(path)} has shape {value.shape}, the config implies "
+        inner = tuple(tensors[0].shape[::-1] if transpose else tensors[0].shape)
+        got = (len(tensors), *inner) if stacked else inner
+        uneven = any(tuple(t.shape) != tuple(tensors[0].shape) for t in tensors)
+        if uneven or got != tuple(expected.shape):
+            shape = [tuple(t.shape) for t in tensors] if uneven else got
+            raise WeightsError(f"{source}: parameter {'/'.join(path)} has shape {shape}, the config implies "
                                f"{expected.shape}")
-        value = value.astype(expected.dtype)
-        return jax.device_put(value, _get(shardings, path) if shardings is not None else None)
+        done: dict = {}
+
+        def one(tensor, index: tuple) -> np.ndarray:
+            if transpose:
+                return tensor[(index[1], index[0])].T
+            return tensor[index]
+
+        def shard(index: tuple) -> np.ndarray:
+            key = tuple((i.start, i.stop, i.step) for i in index)
+            if key not in done:
+                if stacked:
+                    layers = range(len(tensors))[index[0]]
+                    block = np.stack([one(tensors[i], index[1:]) for i in layers])
+                else:
+                    block = one(tensors[0], index)
+                done[key] = block.astype(expected.dtype)
+            return done[key]
+
+        sharding = _get(shardings, path) if shardings is not None else default
+        return jax.make_array_from_callback(expected.shape, sharding, shard)
 
     params: dict = {}
-    _set(params, ("embed", "embedding"), place(("embed", "embedding"), require(prefix + "embed_tokens.weight")))
-    _set(params, ("final_norm", "scale"), place(("final_norm", "scale"), require(prefix + "norm.weight")))
+    _set(params, ("embed", "embedding"), place(("embed", "embedding"), [require(prefix + "embed_tokens.weight")],
+                                               False, False))
+    _set(params, ("final_norm", "scale"), place(("final_norm", "scale"), [require(prefix + "norm.weight")],
+                                                False, False))
     if not config.tie_embeddings:
-        _set(params, ("lm_head",), place(("lm_head",), require("lm_head.weight").T))
+        _set(params, ("lm_head",), place(("lm_head",), [require("lm_head.weight")], True, False))
     for path, (suffix, transpose) in (_GEMMA3_LAYER_TENSORS if config.architecture == "gemma3"
                                       else _LAYER_TENSORS).items():
         if path[-1] == "bias" and not config.qkv_bias:
             continue
-        slices = []
-        for layer in range(config.num_layers):
-            tensor = require(f"{prefix}layers.{layer}.{suffix}")
-            slices.append(tensor.T if transpose else tensor)
-        _set(params, path, place(path, np.stack(slices)))
-        del slices
+        tensors = [require(f"{prefix}layers.{layer}.{suffix}") for layer in range(config.num_layers)]
+        _set(params, path, place(path, tensors, transpose, True))
     return params
 
 

@@ -2,7 +2,11 @@
 
 Fast (default suite): the harness bounds time and leaves no process behind; two processes with 2
 devices each form one 4-device mesh on which a jitted sum of an array assembled from each
-process's rows is right on both; launch settings are checked before JAX starts.
+process's rows is right on both; launch settings are checked before JAX starts; loading a
+safetensors checkpoint onto a mesh whose fsdp axis spans 2 processes, each process reads only the
+elements of its own shards (counted), and the shards equal the full load bitwise; batches read
+through `distributed.global_rows` are the same on 2 processes as on 1, each process reading only
+its own half of the rows.
 
 Slow: the sampler, the scorer, the SFT and policy-optimization steps through `train_loop` with
 checkpoints, an interrupted and resumed run, and checkpoints restored across process counts, all
@@ -301,3 +305,87 @@ def test_two_processes_sample_score_train_and_checkpoint_like_one(tmp_path):
     restored = _load(one, "restore-from2")  # written by 2 processes, restored onto 1
     assert int(restored.pop("position")) == 4
     _assert_trees(restored, _load(two, "train4"))
+
+
+SHARD_READS = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from sharpen_jax import distributed, weights
+
+    distributed.initialize()
+    read_elements = []
+    real_reader = weights._hf_tensor_reader
+
+    class Counted:  # a lazily indexed tensor that counts the elements each index read returns
+        def __init__(self, tensor):
+            self.tensor, self.shape = tensor, tensor.shape
+
+        def __getitem__(self, index):
+            out = self.tensor[index]
+            read_elements.append(out.size)
+            return out
+
+    def counting_reader(directory):
+        read = real_reader(directory)
+        return lambda name: None if read(name) is None else Counted(read(name))
+
+    weights._hf_tensor_reader = counting_reader
+    _, full = weights.load(sys.argv[1])  # on this process's first device: every element, once
+    full_elements, read_elements[:] = sum(read_elements), []
+    mesh = distributed.global_mesh(data=1, fsdp=2, model=4)  # fsdp spans the processes
+    _, params = weights.load(sys.argv[1], mesh=mesh)
+    leaves, full_leaves = jax.tree.leaves(params), jax.tree.leaves(full)
+    own = sum(sum(int(np.prod(s.data.shape)) for s in {str(s.index): s for s in x.addressable_shards}.values())
+              for x in leaves)
+    equal = all(np.array_equal(np.asarray(s.data), np.asarray(f)[s.index]) for x, f in zip(leaves, full_leaves)
+                for s in x.addressable_shards)
+    gathered = all(np.array_equal(g, np.asarray(f)) for g, f in zip(distributed.to_host(leaves), full_leaves))
+    print(json.dumps({"read": sum(read_elements), "own": own, "full": full_elements,
+                      "total": sum(x.size for x in leaves), "equal": equal, "gathered": gathered}))
+""")
+
+
+def test_each_process_reads_only_the_weight_shards_its_devices_hold():
+    from conftest import GOLDEN
+
+    records = _records(run_processes(SHARD_READS, 2, 4, args=(os.path.join(GOLDEN, "llama"),), timeout=180))
+    for r in records:
+        assert r["full"] == r["total"]  # the 1-device load reads every element once
+        assert r["read"] == r["own"] < r["total"], r  # only this process's distinct shards, each once
+        assert r["equal"] and r["gathered"], r  # bitwise the full load
+    assert records[0]["read"] + records[1]["read"] > records[0]["total"]  # some parameters are replicated
+
+
+GLOBAL_ROWS = textwrap.dedent("""
+    import json
+    import jax, numpy as np
+    from sharpen_jax import distributed, sharding
+    from sharpen_jax.training import SFTDataset, stream_indices
+
+    distributed.initialize()
+    mesh = distributed.global_mesh(data=-1)
+    rng = np.random.default_rng(0)
+    dataset = SFTDataset({"tokens": rng.integers(0, 50, (20, 5)), "valid": rng.random((20, 5)) < 0.7},
+                         rng.random(20))
+    asked = []
+
+    def rows(idx):
+        asked.extend(int(i) for i in idx)
+        return dataset.rows(idx)
+
+    batches = [distributed.to_host(distributed.global_rows(rows, stream_indices(20, 8, 3, step),
+                                                           sharding.batch_sharding(mesh)))
+               for step in range(4)]
+    print(json.dumps({"asked": asked, "batches": jax.tree.map(lambda x: x.tolist(), batches)}))
+""")
+
+
+def test_each_process_reads_its_own_rows_and_the_global_batch_does_not_depend_on_the_process_count():
+    one = _records(run_processes(GLOBAL_ROWS, 1, 4, timeout=120))[0]
+    two = _records(run_processes(GLOBAL_ROWS, 2, 2, timeout=120))
+    for r in two:
+        assert r["batches"] == one["batches"]  # the same global batches as one process assembles
+    assert len(one["asked"]) == 4 * 8  # one process reads every row of every batch once
+    halves = [[one["asked"][8 * s + 4 * p: 8 * s + 4 * p + 4] for s in range(4)] for p in range(2)]
+    for p, r in enumerate(two):  # process p reads only rows [4p, 4p + 4) of each batch
+        assert r["asked"] == [i for h in halves[p] for i in h]

@@ -112,6 +112,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.shard = False  # shard parameters and rows over all devices (mesh data x model)
     c.model_parallel = 1  # size of the mesh's model axis when shard is True
     c.progress = True  # progress bar over prompts
+    c.distributed = False  # start jax.distributed (multi-process run; experiments.common.start_distributed)
     c.max_batches = 0  # stop after this many new prompt batches (0 = run to the end); resume later
     return c
 

@@ -40,6 +40,7 @@ def shared_defaults(num_train_prompts: int) -> ml_collections.ConfigDict:
     # devices (at most one axis); all 1 = one device. Parameters and optimizer state are sharded over
     # fsdp x model (sharpen_jax.sharding), batch rows over data x fsdp.
     c.progress = True  # progress bars (may change when a run is resumed)
+    c.distributed = False  # start jax.distributed (multi-process run; experiments.common.start_distributed)
     return c
 
 

@@ -32,7 +32,11 @@ class SFTDataset:
 
     def batch(self, step: int, batch_size: int, seed: int) -> dict:
         """Batch number `step` of the epoch-permuted stream (see the module docstring)."""
-        idx = stream_indices(self.size, batch_size, seed, step)
+        return self.rows(stream_indices(self.size, batch_size, seed, step))
+
+    def rows(self, idx: np.ndarray) -> dict:
+        """The training rows `idx` ({"seqs": ..., "weight": ...}); `distributed.global_rows` reads a
+        multi-process batch through it, each process its own rows."""
         out = {"seqs": {k: v[idx] for k, v in self.seqs.items()}}
         if self.weight is not None:
             out["weight"] = self.weight[idx]
