@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from experiments import common, gv_gap as experiment
+from experiments import common, gv_gap as experiment, inference_sharpening as inference
 from experiments.configs import gv_gap as configs
 from sharpen_jax import methods
 from sharpen_jax.jsonl import read_jsonl
@@ -122,6 +122,11 @@ def test_interrupted_run_resumes_to_the_same_results_and_summary(smoke_run, tmp_
     summary = experiment.run(smoke_config(max_batches=0), workdir)
     assert without_timing(summary) == without_timing(full_summary)
     assert read_jsonl(path) == full_records
+    # A resume, not a restart (which ends with the same files): the second invocation found the 2 finished
+    # batches (the debris batch is redone whole) and had only the third to do.
+    assert read_jsonl(os.path.join(workdir, experiment.INVOCATIONS)) == [
+        {"resumed": False, "done_batches": 0, "todo_batches": 3},
+        {"resumed": True, "done_batches": 2, "todo_batches": 1}]
 
 
 def mini_config(**overrides):
@@ -144,6 +149,11 @@ def test_mini_run_end_to_end_and_resume(tmp_path):
     assert without_timing(resumed) == without_timing(full)
     assert read_jsonl(os.path.join(workdir, experiment.RESULTS)) == read_jsonl(
         os.path.join(str(tmp_path / "full"), experiment.RESULTS))
+    # A resume, not a restart: a restart ends with the same files too (deterministic keys), but it would
+    # report no finished batch. The records equal to the full run's (no duplicate) show batch 0 was not redone.
+    assert read_jsonl(os.path.join(workdir, experiment.INVOCATIONS)) == [
+        {"resumed": False, "done_batches": 0, "todo_batches": 2},
+        {"resumed": True, "done_batches": 1, "todo_batches": 1}]
 
 
 def _case(overrides: dict, message: str, *, name: str) -> Case:
@@ -226,10 +236,16 @@ def test_cli_killed_mid_run_resumes_to_the_same_results_and_summary(smoke_run, t
     process.wait()
     done = len(read_jsonl(results))
     assert 0 < done < 6, f"the run was not interrupted mid-way ({done} records)"
+    units = inference.plan(smoke_config())
+    finished = len(inference.finished_units(read_jsonl(results), units)[0])
     subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
     with open(os.path.join(workdir, experiment.SUMMARY)) as f:
         assert without_timing(json.load(f)) == without_timing(full_summary)
     assert read_jsonl(results) == read_jsonl(os.path.join(full_dir, experiment.RESULTS))
+    # The killed invocation logged its start (before its first record); the second resumed at the finished batches.
+    assert read_jsonl(os.path.join(workdir, experiment.INVOCATIONS)) == [
+        {"resumed": False, "done_batches": 0, "todo_batches": len(units)},
+        {"resumed": True, "done_batches": finished, "todo_batches": len(units) - finished}]
 
 
 def test_filtered_dataset_holds_exactly_the_kept_samples():

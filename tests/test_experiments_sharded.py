@@ -1,6 +1,6 @@
 """The training experiments under a mesh: the SFT smoke run on 8 fake CPU devices with
-config.mesh = (data 2, fsdp 2, model 2) takes the sharded train step and gives the losses and
-held-out metrics of the single-device run; a mesh that does not fit the devices is a config error."""
+config.mesh = (data 2, fsdp 2, model 2) takes the sharded train step and gives the losses, gradient
+norms and held-out metrics of the single-device run; a mesh that does not fit the devices is a config error."""
 
 import textwrap
 
@@ -31,14 +31,14 @@ SCRIPT = textwrap.dedent("""
         workdir = tempfile.mkdtemp()
         sft_sharpening.run(config, workdir)
         results = json.load(open(os.path.join(workdir, "results.json")))
-        losses = [r["loss"] for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
-                  if r["split"] == "train"]
-        return results, np.asarray(losses)
+        train = [r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if r["split"] == "train"]
+        return results, np.asarray([[r["loss"], r["grad_norm"]] for r in train])
 
     single, single_losses = run(dict(data=1, fsdp=1, model=1))
     sharded, sharded_losses = run(dict(data=2, fsdp=2, model=2))
     assert meshes == [None, {"data": 2, "fsdp": 2, "model": 2}], meshes
     assert len(single_losses) >= 3 and single_losses.shape == sharded_losses.shape
+    # losses and gradient norms (Adam's update hides a gradient off by a constant factor; the norm does not)
     np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-4, atol=1e-5)
     for phase in ("before", "after"):
         for key, value in single[phase].items():

@@ -82,8 +82,20 @@ def test_train_loop_writes_loss_tokens_per_second_and_eval_to_both_sinks(tmp_pat
     evals = [r for r in records if r["split"] == "eval"]
     assert [r["step"] for r in train] == [2, 4] and [r["step"] for r in evals] == [0, 2, 4]
     assert all(r["tokens_per_s"] > 0 and r["seconds_per_step"] > 0 and r["grad_norm"] > 0 for r in train)
-    assert train[1]["loss"] < train[0]["loss"]  # the fit improves: y = 0 and y = 1 equally likely targets
-    np.testing.assert_allclose(evals[0]["p_first"], np.exp(2) / (np.exp(2) + 2), rtol=1e-6)
+    # numpy oracle: SGD(0.5) on logits [2, 0, 0] toward targets y = 0, 1 (half each). The loss logged at
+    # update k is the one computed before it (after k - 1 updates); eval at step k is after k updates.
+    logits, losses, p_first, norms = np.array([2.0, 0.0, 0.0]), [], [], []
+    for _ in range(4):
+        p_first.append(np.exp(logits[0]) / np.exp(logits).sum())
+        p = np.exp(logits) / np.exp(logits).sum()
+        losses.append(-(np.log(p[0]) + np.log(p[1])) / 2)
+        grad = p - np.array([0.5, 0.5, 0.0])
+        norms.append(np.linalg.norm(grad))
+        logits = logits - 0.5 * grad
+    p_first.append(np.exp(logits[0]) / np.exp(logits).sum())
+    np.testing.assert_allclose([r["loss"] for r in train], [losses[1], losses[3]], rtol=1e-5)
+    np.testing.assert_allclose([r["grad_norm"] for r in train], [norms[1], norms[3]], rtol=1e-5)
+    np.testing.assert_allclose([r["p_first"] for r in evals], [p_first[0], p_first[2], p_first[4]], rtol=1e-5)
     scalars = read_tensorboard_scalars(workdir)
     for record in records:
         for name, value in record.items():

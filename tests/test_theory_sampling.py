@@ -16,7 +16,16 @@ def test_inverse_cdf_sampler_matches_the_table():
     y = np.asarray(sampling.sample_responses(jax.random.key(0), logp, jnp.array([0, 1]), 50_000))
     for x in range(2):
         freq = np.bincount(y[x], minlength=4) / 50_000
-        np.testing.assert_array_less(np.abs(freq - probs[x]), 4 * np.sqrt(probs[x] * (1 - probs[x]) / 50_000) + 1e-9)
+        bound = 4 * np.sqrt(probs[x] * (1 - probs[x]) / 50_000) + 1e-9
+        np.testing.assert_array_less(np.abs(freq - probs[x]), bound)
+        # Power: the same 4-sigma bound rejects a table on the same support with 10% of each probability
+        # moved between alternate responses (shifts >= 0.018 against a bound <= 0.009).
+        support = np.flatnonzero(probs[x])
+        wrong = probs[x].copy()
+        wrong[support[::2]] *= 1.1
+        wrong[support[1::2]] *= 0.9
+        wrong /= wrong.sum()
+        assert np.any(np.abs(freq - wrong) > bound), (freq, wrong)
     assert not np.any(y[0] == 1) and not np.any(y[1] == 2)   # zero-probability responses never drawn
 
 

@@ -1,5 +1,6 @@
 """The steps under a mesh: 8 fake CPU devices, sharded parameters, optimizer state and batch, with
-gradient accumulation, give the same parameters as the single-device steps, and keep the layout."""
+gradient accumulation, give the same parameters and gradient norms as the single-device steps (Adam
+would hide a gradient off by a constant factor), and keep the layout."""
 
 import textwrap
 
@@ -49,6 +50,10 @@ SCRIPT = textwrap.dedent("""
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(m1["loss"]), float(s1["loss"]), rtol=1e-5)
     np.testing.assert_allclose(float(m2["loss"]), float(s2["loss"]), rtol=1e-5)
+    # Adam's update is invariant to the gradient's scale, so equal parameters do not show equal gradients:
+    # the gradient norms must agree too (a sharded gradient off by a constant factor fails here).
+    np.testing.assert_allclose(float(m1["grad_norm"]), float(s1["grad_norm"]), rtol=1e-5)
+    np.testing.assert_allclose(float(m2["grad_norm"]), float(s2["grad_norm"]), rtol=1e-5)
     spec = sharded.params["logits"].sharding.spec
     mu_spec = sharded.opt_state[0].mu["logits"].sharding.spec
     assert spec == P("fsdp", "model") and mu_spec == spec, (spec, mu_spec)
