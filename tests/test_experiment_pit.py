@@ -56,6 +56,7 @@ CASES = [
     for key, value, message in [
         ("pit.stages", "stage0,stage3", r"config\.pit\.stages='stage0,stage3'.*unknown: \['stage3'\]"),
         ("pit.beta", 0.0, r"config\.pit\.beta=0\.0.*positive"),
+        ("pit.beta", -0.5, r"config\.pit\.beta=-0\.5.*positive"),
         ("pit.kinds", "", r"config\.pit\.kinds=''.*at least one preference set"),
         ("pit.kinds", "solver,teacher", r"config\.pit\.kinds=.*kind='teacher'"),
         ("pit.gap_layout", "{x}{y}", r"config\.pit\.gap_layout=.*y_ref"),

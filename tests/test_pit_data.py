@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -58,9 +59,10 @@ def test_corruption_ladder_is_nested_and_ordered(task_set, name):
     task = task_set[name]
     for example in task.examples("test")[:20]:
         worked = solvers.solver_for(name)(example)
-        top = min(4, len(worked.values))
+        full = len(worked.corruption_order(np.random.default_rng(5)))
+        top = min(4, full)
         changed = [solvers.corrupted(worked, k, np.random.default_rng(5))[1] for k in range(top + 1)]
-        for k in range(top):  # nested: level k's corrupted slots are a strict subset of level k+1's
+        for k in range(top):  # nested: level k's corruptions are a strict subset of level k+1's
             assert set(changed[k]) < set(changed[k + 1])
         ladder = preferences.corruption_ladder(task, example, top, seed=5)
         assert len(set(ladder)) == top + 1
@@ -68,13 +70,40 @@ def test_corruption_ladder_is_nested_and_ordered(task_set, name):
         if name == "sudoku4":  # partial credit: the number of right cells falls strictly with the level
             credit = [solvers.sudoku_partial_credit(example, y) for y in ladder]
             assert credit == [16 - k for k in range(top + 1)], credit
-        full = len(worked.values)
         worst = solvers.corrupted(worked, full, np.random.default_rng(5))[0]
         assert not task.grade(example, worst).correct  # the final answer is changed last
         # the final answer is the last slot to change: every level below it keeps it right
         if name != "sudoku4":
             below = solvers.corrupted(worked, full - len(worked.final), np.random.default_rng(5))[0]
             assert task.grade(example, below).correct
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "prontoqa", "game24"])
+def test_step_dropped_corruption_deletes_one_rendered_step(task_set, name):
+    """A "step dropped" rung is the rung below it with one intermediate step's rendered text deleted,
+    the other corruptions kept, and no drop hides a changed slot (so each rung is one corruption worse)."""
+    if name not in task_set:
+        pytest.skip("shared data folder has no game24")
+    task, drops = task_set[name], 0
+    for example in task.examples("test")[:30]:
+        worked = solvers.solver_for(name)(example)
+        ops = solvers.corrupted(worked, len(worked.corruption_order(np.random.default_rng(3))),
+                                np.random.default_rng(3))[1]
+        changed = {slot for kind, slot in ops if kind == solvers.CHANGE}
+        for k, (kind, j) in enumerate(ops):
+            if kind != solvers.DROP:
+                continue
+            drops += 1
+            fragment = worked.droppable[j]
+            assert not {int(f) for f in re.findall(r"\{(\d+)\}", fragment)} & changed
+            before, _ = solvers.corrupted(worked, k, np.random.default_rng(3))
+            after, _ = solvers.corrupted(worked, k + 1, np.random.default_rng(3))
+            values = [v for v in worked.values]
+            for slot in [s for kind_, s in ops[:k] if kind_ == solvers.CHANGE]:
+                values[slot] = None  # a changed slot is never inside a dropped step, so it is not rendered here
+            rendered = fragment.format(*values)
+            assert rendered in before and after == before.replace(rendered, "", 1) and len(after) < len(before)
+    assert drops >= 10, drops  # the drops do occur among the rungs
 
 
 def test_corruption_pairs_prefer_the_lower_level(task_set):

@@ -7,9 +7,16 @@ Presets:
          CPU cores. Runs every stage end to end (preference set, R_PIT, improver SFT, both RL stages,
          iterated improvement for PIT, Self-Refine prompting and the base model); the numbers of a
          random model are meaningless.
-  cpu    SmolLM2-135M-Instruct with LoRA (r=8) on 2-digit arithmetic, preference sets (a) solver vs
-         model and (b) self-sampled. NOT measured yet: its run time and result are unknown.
-
+  cpu    SmolLM2-135M-Instruct with LoRA (r=8) on 2-shot 2-digit arithmetic, preference sets (a) solver
+         vs model and (b) self-sampled: 64 training prompts x 4 samples, R_PIT 24 steps of 2 pairs,
+         improver SFT 24 steps of 4 pairs, RL 10 steps of 2 contexts x 4 samples per stage, T = 5
+         iterations on 64 held-out prompts at temperatures 0.4 and 0.8. Shrunk (steps, prompts,
+         shots, the temperature grid) so that it and cpu_gsm8k together fit the hour on 2 cores.
+  cpu_gsm8k  the same on 1-shot GSM8K with max_new_tokens 128: preference sets (d) gold rationale vs
+         model (GSM8K has no programmatic solver; a human-written y_w is the analogue of PIT's
+         stronger-model set) and (b) self-sampled, 32 training and 32 held-out prompts, R_PIT 16 steps,
+         improver SFT 16 steps, RL 6 steps per stage. No corruption ladder, so no R_PIT held-out accuracy.
+         NOT measured yet: the run time and result of cpu and cpu_gsm8k are unknown.
 Results land in DIR/results.json ("before": the base model's Table-1 metrics; "after": accuracy of
 y^0..y^T with standard errors and Δ per iteration for PIT, Self-Refine and the base model at each
 temperature; "reward_model": R_PIT's held-out pairwise accuracy), the training curves of each stage
@@ -26,26 +33,42 @@ from sharpen_jax.methods import pit
 
 def defaults() -> ml_collections.ConfigDict:
     """The reference config: every valid key, at its `cpu` value."""
-    c = sharpening_training.shared_defaults(num_train_prompts=128)
+    c = sharpening_training.shared_defaults(num_train_prompts=64)
+    c.task.num_shots = 2
+    c.eval.update(num_samples=4, batch_size=16)
     c.sampling = ml_collections.ConfigDict(dict(
         num_samples=4,  # samples per training prompt from M_P for the preference sets
         temperature=1.0,  # of those samples and of the RL rollouts
-        max_new_tokens=16, batch_size=8))
-    c.train = ml_collections.ConfigDict(dict(grad_accum_steps=1, save_every=20, log_every=1, eval_every=0,
+        max_new_tokens=40,  # also the improver's target length (a solver solution is ~31 tokens)
+        batch_size=64))  # prompts per sampler call
+    c.train = ml_collections.ConfigDict(dict(grad_accum_steps=1, save_every=4, log_every=1, eval_every=0,
                                              max_to_keep=2))
     c.pit = ml_collections.ConfigDict(dict(
         kinds="solver,self",  # comma-separated preference sets of tasks.preferences.KINDS
-        max_corruption_level=3,  # K of the "corruption" set
+        max_corruption_level=2,  # K of the "corruption" set (and of R_PIT's held-out check)
         gap_layout=pit.GAP_LAYOUT,  # R_PIT's row: {x}, {y_ref}, {y} in any order ({y} last shares the prefix)
         improver_layout=pit.IMPROVER_LAYOUT,  # M_PIT's prompt: {x} and {y_ref}
         stages="stage0,stage1",  # RL curriculum stages to run ("" = none)
         beta=0.1,  # KL coefficient of the RL stages
         group_size=4,  # improver samples per (x, y_ref) in RL (leave-one-out baseline)
         num_iterations=5,  # T of the iterated improvement (the paper: 5)
-        temperatures="0.4,0.6,0.8"))  # decoding temperatures of the iterated improvement
-    c.reward = ml_collections.ConfigDict(dict(steps=200, batch_size=8))  # R_PIT training
-    c.improver = ml_collections.ConfigDict(dict(steps=200, batch_size=8))  # improver SFT
-    c.rl = ml_collections.ConfigDict(dict(steps=40, prompts_per_step=4))  # per RL stage
+        temperatures="0.4,0.8"))  # decoding temperatures of the iterated improvement
+    c.reward = ml_collections.ConfigDict(dict(steps=24, batch_size=2))  # R_PIT training (pairs per step)
+    c.improver = ml_collections.ConfigDict(dict(steps=24, batch_size=4))  # improver SFT
+    c.rl = ml_collections.ConfigDict(dict(steps=10, prompts_per_step=2))  # per RL stage
+    return c
+
+
+def cpu_gsm8k() -> ml_collections.ConfigDict:
+    """SmolLM2-135M-Instruct on 1-shot GSM8K, sets (d) gold and (b) self-sampled (module docstring)."""
+    c = defaults()
+    c.task.update(name="gsm8k", num_shots=1, num_train_prompts=32, num_eval_prompts=32)
+    c.task.options = {}
+    c.sampling.update(max_new_tokens=128, batch_size=32)
+    c.pit.update(kinds="gold,self")
+    c.reward.update(steps=16)
+    c.improver.update(steps=16, batch_size=2)
+    c.rl.update(steps=6)
     return c
 
 
@@ -57,16 +80,17 @@ def smoke() -> ml_collections.ConfigDict:
     c.sampling.update(num_samples=2, max_new_tokens=4, batch_size=4)
     c.train.update(save_every=2)
     c.eval.update(num_samples=2, batch_size=4, num_prompts_during_training=2, num_samples_during_training=2)
-    c.pit.update(kinds="solver,corruption", group_size=2, num_iterations=2, temperatures="0.6")
+    c.pit.update(kinds="solver,corruption", max_corruption_level=3, group_size=2, num_iterations=2,
+                 temperatures="0.6")
     c.reward.update(steps=3, batch_size=4)
     c.improver.update(steps=3, batch_size=4)
     c.rl.update(steps=2, prompts_per_step=2)
     return c
 
 
-PRESETS = {"smoke": smoke, "cpu": defaults}
+PRESETS = {"smoke": smoke, "cpu": defaults, "cpu_gsm8k": cpu_gsm8k}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    """The config of `preset` (smoke or cpu; default cpu)."""
+    """The config of `preset` (smoke, cpu or cpu_gsm8k; default cpu)."""
     return common.select_preset(preset, PRESETS, default="cpu")

@@ -173,10 +173,11 @@ def self_sampled_pairs(task: TaskBase, examples: Sequence[Example], samples: Seq
 
 
 def corruption_ladder(task: TaskBase, example: Example, max_level: int, seed: int) -> list[str]:
-    """[y^(0), ..., y^(K)]: the solver's solution with 0..K nested corruptions (K = max_level, capped by
-    the solution's slots), so that quality strictly falls with the level by construction."""
+    """[y^(0), ..., y^(K)]: the solver's solution with 0..K nested corruptions (slot changes and dropped
+    steps; K = max_level, capped by the solution's corruptions), so that quality strictly falls with the
+    level by construction."""
     worked = solver_for(task.name)(example)
-    top = min(max_level, len(worked.values))
+    top = min(max_level, len(worked.corruption_order(np.random.default_rng(seed))))
     return [corrupted(worked, level, np.random.default_rng(seed))[0] for level in range(top + 1)]
 
 

@@ -5,9 +5,13 @@ y_w. Here a solver plays that role: it writes a correct, templated, step-by-step
 task's answer format (deviation from the paper: our y_w is templated text, not fluent LLM text).
 
 A solution is a `Worked`: a template whose slots hold the intermediate quantities and the final
-answer. `corrupted(worked, k, rng)` changes k slots (nested: the slots corrupted at level k are a
-subset of those at level k + 1, the final answer changed last), which gives copies with a known
-total order of quality, y^(0) > y^(1) > ... > y^(K) (issue 13, preference set c).
+answer, and whose `droppable` fragments are intermediate steps. `corrupted(worked, k, rng)` applies k
+corruptions, each an intermediate slot changed or a step dropped (nested: the corruptions at level k
+are a subset of those at level k + 1; a step holding a changed slot is never dropped, so no corruption
+hides another; the final answer is changed last), which gives copies with a known total order of
+quality, y^(0) > y^(1) > ... > y^(K) (issue 13, preference set c). Sudoku has no droppable step: its
+grader's partial credit (right cells) orders its ladder, and dropping a listed step would leave the
+grid, and so the credit, unchanged.
 
 Solvers: arithmetic (tens/units decomposition), ProntoQA (forward chaining over the parsed text),
 4x4 Sudoku (backtracking; each blank cell filled is a step) and Game of 24 (`expressions.solve`,
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 from fractions import Fraction
 
 import numpy as np
@@ -28,41 +33,75 @@ from sharpen_jax.tasks.expressions import solve as solve24
 from sharpen_jax.tasks.prontoqa import CONCEPTS, member_sentence, property_sentence, subtype_sentence
 
 
+CHANGE, DROP = "change", "drop"  # the corruption kinds: (CHANGE, slot) or (DROP, index into `droppable`)
+
+
+def _slots(fragment: str) -> set[int]:
+    return {int(f) for _, f, _, _ in string.Formatter().parse(fragment) if f}
+
+
 @dataclasses.dataclass(frozen=True)
 class Worked:
     """A templated solution: `template.format(*values)` is the completion text.
 
     values: the slot contents (the correct ones); alternatives: per slot, the wrong values a
-    corruption may put there; final: the slots that state the final answer (changed last).
+    corruption may put there; final: the slots that state the final answer (changed last);
+    droppable: intermediate steps, each a fragment occurring once in `template` and holding no final
+    slot, that a corruption may delete.
     """
 
     template: str
     values: tuple[str, ...]
     alternatives: tuple[tuple[str, ...], ...]
     final: tuple[int, ...]
+    droppable: tuple[str, ...] = ()
 
-    def text(self, values: tuple[str, ...] | None = None) -> str:
-        """The completion with `values` (default: the correct ones) in the slots."""
-        return self.template.format(*(self.values if values is None else values))
+    def __post_init__(self):
+        for fragment in self.droppable:
+            if self.template.count(fragment) != 1 or _slots(fragment) & set(self.final):
+                raise ValueError(f"droppable step {fragment!r} must occur once in the template and hold no final "
+                                 "slot")
 
-    def corruption_order(self, rng: np.random.Generator) -> list[int]:
-        """Slots in the order corruptions hit them: the non-final ones shuffled, then the final ones."""
-        inner = [i for i in range(len(self.values)) if i not in self.final]
-        return [inner[int(i)] for i in rng.permutation(len(inner))] + list(self.final)
+    def text(self, values: tuple[str, ...] | None = None, dropped: tuple[int, ...] = ()) -> str:
+        """The completion with `values` (default: the correct ones) in the slots, without the steps `dropped`."""
+        template = self.template
+        for index in dropped:
+            template = template.replace(self.droppable[index], "", 1)
+        return template.format(*(self.values if values is None else values))
+
+    def corruption_order(self, rng: np.random.Generator) -> list[tuple[str, int]]:
+        """Corruptions in the order they are applied: the intermediate ones (slot changes and step drops)
+        shuffled, less those that would drop a step holding an earlier-changed slot or change a slot of an
+        earlier-dropped step, then the final slots' changes."""
+        inner = [(CHANGE, i) for i in range(len(self.values)) if i not in self.final]
+        inner += [(DROP, j) for j in range(len(self.droppable))]
+        order, changed, dropped_slots = [], set(), set()
+        for index in rng.permutation(len(inner)):
+            kind, i = inner[int(index)]
+            if kind == CHANGE and i not in dropped_slots:
+                changed.add(i)
+            elif kind == DROP and not _slots(self.droppable[i]) & changed:
+                dropped_slots |= _slots(self.droppable[i])
+            else:
+                continue
+            order.append((kind, i))
+        return order + [(CHANGE, i) for i in self.final]
 
 
-def corrupted(worked: Worked, level: int, rng: np.random.Generator) -> tuple[str, tuple[int, ...]]:
-    """(text with `level` slots changed, the changed slots). Levels are nested for one `rng` seed:
-    call with equal-seeded generators to get the ladder y^(0) > ... > y^(K)."""
+def corrupted(worked: Worked, level: int, rng: np.random.Generator) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """(text with the first `level` corruptions of `corruption_order` applied, those corruptions). Levels
+    are nested for one `rng` seed: call with equal-seeded generators to get the ladder y^(0) > ... > y^(K)."""
     order = worked.corruption_order(rng)
     if not 0 <= level <= len(order):
-        raise ValueError(f"corruption level={level}; expected 0..{len(order)} (the solution's slots)")
+        raise ValueError(f"corruption level={level}; expected 0..{len(order)} (the solution's corruptions)")
     values = list(worked.values)
     picks = rng.integers(0, 1 << 30, len(order))
-    for slot, pick in zip(order[:level], picks):
-        options = worked.alternatives[slot]
-        values[slot] = options[int(pick) % len(options)]
-    return worked.text(tuple(values)), tuple(order[:level])
+    for (kind, slot), pick in zip(order[:level], picks):
+        if kind == CHANGE:
+            options = worked.alternatives[slot]
+            values[slot] = options[int(pick) % len(options)]
+    dropped = tuple(j for kind, j in order[:level] if kind == DROP)
+    return worked.text(tuple(values), dropped), tuple(order[:level])
 
 
 def _number_alternatives(value: int | Fraction) -> tuple[str, ...]:
@@ -84,11 +123,13 @@ def solve_arithmetic(example: Example) -> Worked:
         return Worked(f" {a} {op} {b} = {{0}}", (str(result),), (_number_alternatives(result),), (0,))
     if op == "*":
         steps = (tens, units, a * tens, a * units, result)
-        template = f" {a} * {b} = {a} * {{0}} + {a} * {{1}} = {{2}} + {{3}} = {{4}}"
+        droppable = (f" = {a} * {{0}} + {a} * {{1}}", " = {2} + {3}")
     else:
         steps = (tens, units, a + tens if op == "+" else a - tens, result)
-        template = f" {a} {op} {b} = {a} {op} {{0}} {op} {{1}} = {{2}} {op} {{1}} = {{3}}"
-    return Worked(template, tuple(map(str, steps)), tuple(map(_number_alternatives, steps)), (len(steps) - 1,))
+        droppable = (f" = {a} {op} {{0}} {op} {{1}}", f" = {{2}} {op} {{1}}")
+    template = f" {a} {op} {b}" + "".join(droppable) + f" = {{{len(steps) - 1}}}"
+    return Worked(template, tuple(map(str, steps)), tuple(map(_number_alternatives, steps)), (len(steps) - 1,),
+                  droppable)
 
 
 # -------------------------------------------------------------------------------------- ProntoQA
@@ -107,16 +148,17 @@ def solve_prontoqa(example: Example) -> Worked:
     verdict = "true" if polarity == positive else "false"
     if verdict.capitalize() != prontoqa_solver.solve(example.question):
         raise AssertionError(f"ProntoQA solver disagrees with forward chaining on {example.id}")
-    steps, values, alternatives = [member_sentence(entity, chain[0])], [], []
+    steps, values, alternatives, droppable = [member_sentence(entity, chain[0])], [], [], []
     for child, parent in zip(chain, chain[1:]):
         steps += [subtype_sentence(child, parent), f"So {entity} is {{{len(values)}}}."]
+        droppable += [" " + step for step in steps[-2:]]
         values.append(f"{'an' if parent[0] in 'aeiou' else 'a'} {parent}")
         alternatives.append(tuple(f"a {c}" for c in CONCEPTS if c not in chain))
     steps += [property_sentence(chain[-1], adjective, polarity),
               f"So {entity} is {{{len(values)}}}{adjective}.", f"The answer is {{{len(values) + 1}}}."]
     values += ["" if polarity else "not ", verdict]
     alternatives += [("not ",) if polarity else ("",), ("false",) if verdict == "true" else ("true",)]
-    return Worked(" " + " ".join(steps), tuple(values), tuple(alternatives), (len(values) - 1,))
+    return Worked(" " + " ".join(steps), tuple(values), tuple(alternatives), (len(values) - 1,), tuple(droppable))
 
 
 # ---------------------------------------------------------------------------------------- Sudoku
@@ -203,10 +245,11 @@ def solve_game24(example: Example) -> Worked:
     alternatives = [_number_alternatives(v) for *_, v in steps]
     first = re.search(r"\d+", expression)
     wrong = expression[:first.start()] + str(int(first.group()) + 1) + expression[first.end():]
+    droppable = tuple(line + "\n" for line in lines)  # each operation line (with its slot, so unique)
     lines.append(f"{{{len(values)}}} = 24")
     values.append(expression)
     alternatives.append((wrong,))
-    return Worked(" " + "\n".join(lines), tuple(values), tuple(alternatives), (len(values) - 1,))
+    return Worked(" " + "\n".join(lines), tuple(values), tuple(alternatives), (len(values) - 1,), droppable)
 
 
 SOLVERS = {"arithmetic": solve_arithmetic, "prontoqa": solve_prontoqa, "sudoku4": solve_sudoku,
