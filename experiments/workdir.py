@@ -4,7 +4,9 @@ A workdir remembers the config it was started with (`config.json`) and the ident
 read (`identity.json`): the resolved data sources and a content hash of the examples of every split
 the run reads, a cheap fingerprint of each model file (size plus a hash of its first MiB and of a few
 blocks spread through it), and the package version. A resumption whose config differs in a key that
-changes results, or whose identity differs, is refused with an error naming what changed. Outputs
+changes results, or whose identity differs, is refused with an error naming what changed; where the
+files were found (a model's path, a task's source folder) is recorded but not compared, so the same
+files read from another checkout or virtual environment resume. Outputs
 without a `config.json` (results, checkpoints) are never adopted, rewritten or truncated. A lock file
 (`.lock`: pid, process start time, host) keeps a second run out of a workdir in use; a lock whose
 process is gone is stale and taken over with a warning.
@@ -53,8 +55,9 @@ def file_fingerprint(path: str) -> dict:
 
 
 def model_fingerprint(spec: str, random_shape: Mapping[str, Any] | None = None) -> dict:
-    """The identity of a model spec: its resolved path and the fingerprints of its files (a GGUF file, or
-    a checkpoint directory's config.json and weight files); the toy model is its spec and shape."""
+    """The identity of a model spec: its resolved path (recorded, not compared: LOCATION_KEYS) and the
+    fingerprints of its files (a GGUF file, or a checkpoint directory's config.json and weight files);
+    the toy model is its spec and shape."""
     if testing.is_random_spec(spec):
         return {"spec": spec, "random_shape": dict(random_shape or {})}
     path = os.path.realpath(weights.resolve(spec))
@@ -90,11 +93,18 @@ def run_identity(models: Mapping[str, dict], data: Mapping[str, dict]) -> dict:
     return {"package_version": version, "models": dict(models), "data": dict(data)}
 
 
-def _differences(old: Any, new: Any, path: str) -> list[str]:
+# Where a model or a task's files were found: recorded for the reader, never compared, so that a run
+# resumes from another checkout or virtual environment when the files themselves (their fingerprints,
+# the sha256 of every example) are the same.
+LOCATION_KEYS = ("path", "source_dir")
+
+
+def _differences(old: Any, new: Any, path: str, *, skip: Iterable[str] = ()) -> list[str]:
+    """The dotted paths at which the nested dicts `old` and `new` differ, leaving out keys named in `skip`."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{path}.{key}")
+        for key in sorted((set(old) | set(new)) - set(skip)):
+            out += _differences(old.get(key), new.get(key), f"{path}.{key}", skip=skip)
         return out
     return [] if old == new else [path]
 
@@ -144,7 +154,7 @@ def _check_workdir(workdir: str, config: Any, identity: dict, *, ignore: Iterabl
     if previous is None:
         raise WorkdirError(f"workdir {workdir!r} has a {CONFIG_FILE} but no {IDENTITY_FILE} (written by an older "
                            "version?), so its data and models cannot be checked; use a new workdir")
-    changed = _differences(previous, identity, "identity")
+    changed = _differences(previous, identity, "identity", skip=LOCATION_KEYS)
     if changed:
         raise WorkdirError(f"workdir {workdir!r} holds a run made with other data, models or package version "
                            f"(differs at {changed}); resuming would mix them. Use a new workdir")
