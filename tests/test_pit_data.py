@@ -134,6 +134,20 @@ def test_solver_gold_and_self_sampled_pairs_use_the_grader(task_set):
         preferences.solver_pairs(task, examples, samples[:2])
 
 
+def test_blank_samples_are_never_a_rejected_response(task_set, tmp_path):
+    """A blank sample grades wrong but is no response to improve on; every kind skips it, so a written
+    set reads back (the file reader refuses empty fields)."""
+    task = task_set["arithmetic"]
+    examples = task.examples("test")[:2]
+    right = [task.reference_completion(e) for e in examples]
+    samples = [["", " \n", " -3", right[0]], ["  ", right[1]]]
+    for kind in ("solver", "self", "gold"):
+        pairs = preferences.build_pairs(kind, task, examples, samples)
+        assert [(p.metadata["id"], p.rejected) for p in pairs] == [(examples[0].id, " -3")], kind
+        preferences.write_pairs(tmp_path / f"{kind}.jsonl", pairs)
+        assert [p.rejected for p in preferences.read_preference_jsonl(tmp_path / f"{kind}.jsonl")] == [" -3"]
+
+
 def test_gsm8k_gold_pairs_on_real_data():
     if not os.path.isdir(os.path.join(SHARED_DATA, "gsm8k")):
         pytest.skip("shared data folder has no gsm8k")

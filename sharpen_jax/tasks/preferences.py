@@ -125,7 +125,9 @@ def _check_samples(examples: Sequence[Example], samples: Sequence[Sequence[str]]
 
 
 def _wrong(task: TaskBase, example: Example, completions: Sequence[str]) -> list[str]:
-    return [c for c in completions if not task.grade(example, c).correct]
+    """The completions graded wrong, leaving out blank ones: an empty response is no y_l to improve on
+    (and `read_preference_jsonl` refuses empty fields, so a written set must not hold one)."""
+    return [c for c in completions if c.strip() and not task.grade(example, c).correct]
 
 
 def _prompt(task: TaskBase, example: Example, num_shots: int) -> str:
@@ -161,14 +163,16 @@ def gold_pairs(task: TaskBase, examples: Sequence[Example], samples: Sequence[Se
 
 def self_sampled_pairs(task: TaskBase, examples: Sequence[Example], samples: Sequence[Sequence[str]], *,
                        num_shots: int = 0) -> list[PreferencePair]:
-    """(b) y_w = the first sample graded correct, y_l = the first graded wrong, for prompts with both."""
+    """(b) y_w = the first sample graded correct, y_l = the first non-blank one graded wrong, for prompts
+    with both."""
     _check_samples(examples, samples)
     pairs = []
     for example, completions in zip(examples, samples):
-        verdicts = [task.grade(example, c).correct for c in completions]
-        if any(verdicts) and not all(verdicts):
-            pairs.append(PreferencePair(_prompt(task, example, num_shots), completions[verdicts.index(True)],
-                                        completions[verdicts.index(False)], {"id": example.id, "kind": "self"}))
+        right = [c for c in completions if task.grade(example, c).correct]
+        wrong = _wrong(task, example, completions)
+        if right and wrong:
+            pairs.append(PreferencePair(_prompt(task, example, num_shots), right[0], wrong[0],
+                                        {"id": example.id, "kind": "self"}))
     return pairs
 
 
