@@ -14,7 +14,8 @@ Presets:
          shots, the temperature grid) so that it and cpu_gsm8k together fit the hour on 2 cores.
   cpu_gsm8k  the same on 1-shot GSM8K with max_new_tokens 128: preference sets (d) gold rationale vs
          model (GSM8K has no programmatic solver; a human-written y_w is the analogue of PIT's
-         stronger-model set) and (b) self-sampled, 32 training and 32 held-out prompts, R_PIT 16 steps,
+         stronger-model set) and (b) self-sampled, 32 training and 32 held-out prompts, R_PIT 16 steps of
+         1 pair (2 pairs = 8 rows of about 550 tokens took more than 20 GB and were OOM-killed),
          improver SFT 16 steps, RL 6 steps per stage. No corruption ladder, so no R_PIT held-out accuracy.
          NOT measured yet: the run time and result of cpu and cpu_gsm8k are unknown.
 Results land in DIR/results.json ("before": the base model's Table-1 metrics; "after": accuracy of
@@ -66,7 +67,7 @@ def cpu_gsm8k() -> ml_collections.ConfigDict:
     c.task.options = {}
     c.sampling.update(max_new_tokens=128, batch_size=32)
     c.pit.update(kinds="gold,self")
-    c.reward.update(steps=16)
+    c.reward.update(steps=16, batch_size=1)  # 2 pairs (8 rows of ~550 tokens) ran out of 24 GB: no remat
     c.improver.update(steps=16, batch_size=2)
     c.rl.update(steps=6)
     return c
