@@ -12,9 +12,11 @@ Presets:
 * `cpu`: SmolLM2-135M-Instruct on arithmetic, ProntoQA, 4x4 Sudoku and GSM8K, 64 prompts each,
   N = 16 at T = 0.7 and top-p 0.9; MC on everything, CoT-Binary, CoT-Score and Tournament on
   arithmetic only (the subset that fits); 2 rounds on arithmetic (64 train prompts, MC at
-  quantile 0.7, 20 LoRA steps each), self-verified and ground-truth-verified. NOT MEASURED: it
-  has not been run (no time in the session that wrote it), so neither its run time (target: at
-  most 45 minutes on the 2-core machine) nor its result is known.
+  quantile 0.7, 20 LoRA steps each), self-verified and ground-truth-verified. Measured on
+  2026-12-02: the gap units (34 prompt batches) took 111 minutes wall on the 2-core machine while
+  another experiment shared it (load 5-13; generation 61% of the time, MC 20%, CoT-Binary and
+  CoT-Score 9% each, Tournament 2%), so the 45-minute target is unverified; results in
+  docs/GV_GAP.md. The rounds' time is not measured yet.
 * `paper`: the paper's protocol (Sec. 3): 128 samples per prompt, T = 0.7, top-p 0.9, 4-shot, at
   most 512 new tokens, GSM8K, MATH and 4x4 Sudoku, sharded over all devices, on one family at
   several sizes (Qwen-2 0.5B / 1.5B / 7B base models as HF checkpoint directories under
@@ -138,7 +140,7 @@ def smoke() -> ml_collections.ConfigDict:
 
 
 def cpu() -> ml_collections.ConfigDict:
-    """SmolLM2-135M-Instruct, four tasks x 64 prompts, N = 16 (module docstring; not measured)."""
+    """SmolLM2-135M-Instruct, four tasks x 64 prompts, N = 16 (module docstring; gap units measured)."""
     c = defaults()
     c.tasks = ml_collections.ConfigDict({
         "arithmetic": task_entry(64, 4, 8, digits=2),
