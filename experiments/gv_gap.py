@@ -35,10 +35,10 @@ import tqdm
 
 from experiments import common, gv_gap_report as report, gv_gap_rounds as rounds, inference_sharpening as inference
 from experiments.configs import gv_gap as configs
-from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec
-from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
+from experiments.models import LoadedModel, check_model_spec
+from experiments.workdir import WorkdirLock, experiment_identity, prepare_workdir
 from sharpen_jax import distributed, sampling, tasks
-from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json, write_text
+from sharpen_jax.jsonl import append_jsonl, read_jsonl, write_json, write_text
 from sharpen_jax.methods import gv_gap
 from sharpen_jax.selection import gap, rewards
 from sharpen_jax.stopping import StopSpec
@@ -116,14 +116,8 @@ def validate(config) -> dict[str, tasks.Task]:
 
 
 def identity(config, task_objects: dict[str, tasks.Task]) -> dict:
-    """The run's identity (`workdir.run_identity`): every model's fingerprint and every task's data."""
-    specs = [*config.models, config.verifier_model]
-    if config.tokenizer and config.tokenizer != CHAR_TOKENIZER:
-        specs.append(config.tokenizer)
-    models = {spec: model_fingerprint(spec, config.random_model.to_dict()) for spec in specs if spec}
-    data = {name: task_fingerprint(task, [s for s in task.splits if s in (config.split, "train")])
-            for name, task in task_objects.items()}
-    return run_identity(models, data)
+    """The run's identity (`workdir.experiment_identity`): every model's fingerprint and every task's data."""
+    return experiment_identity(config, [*config.models, config.verifier_model], task_objects)
 
 
 def verifiers_for(config, task: str) -> list[str]:
@@ -203,11 +197,7 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     resumed = prepare_workdir(workdir, config, identity(config, task_objects), ignore=RUN_CONTROL_KEYS)
     path, timing_path = os.path.join(workdir, RESULTS), os.path.join(workdir, TIMING)
     units = inference.plan(config)
-    done, kept = inference.finished_units(read_jsonl(path), units)
-    if len(kept) != len(read_jsonl(path)):
-        common.write_on_main(rewrite_jsonl, path, kept)  # drops a batch cut short by a kill; it is redone whole
-    distributed.barrier("results read")  # no process reads results.jsonl after process 0 appends to it
-    todo = [u for u in units if u not in done]
+    done, todo = inference.pending_units(path, units)
     common.write_on_main(append_jsonl, os.path.join(workdir, INVOCATIONS), [{"resumed": resumed, "done_batches": len(done),
                                                        "todo_batches": len(todo)}])
     print(f"{'resuming' if resumed else 'starting'}: {len(todo)} of {len(units)} prompt batches to do; outputs go "

@@ -25,6 +25,7 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 from experiments.common import ConfigError, to_plain
+from experiments.models import CHAR_TOKENIZER
 from sharpen_jax import distributed, testing, weights
 from sharpen_jax.jsonl import read_json, write_json
 
@@ -88,6 +89,19 @@ def run_identity(models: Mapping[str, dict], data: Mapping[str, dict]) -> dict:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return {"package_version": version, "models": dict(models), "data": dict(data)}
+
+
+def experiment_identity(config: Any, model_specs: Sequence[str], task_objects: Mapping[str, Any]) -> dict:
+    """`run_identity` of a sampling experiment: the fingerprint of every non-empty model spec in
+    `model_specs` and of `config.tokenizer` (unless it is "" or `CHAR_TOKENIZER`), and every task's data on the
+    config's split and the train split."""
+    specs = list(model_specs)
+    if config.tokenizer and config.tokenizer != CHAR_TOKENIZER:
+        specs.append(config.tokenizer)
+    models = {spec: model_fingerprint(spec, config.random_model.to_dict()) for spec in specs if spec}
+    data = {name: task_fingerprint(task, [s for s in task.splits if s in (config.split, "train")])
+            for name, task in task_objects.items()}
+    return run_identity(models, data)
 
 
 def _differences(old: Any, new: Any, path: str) -> list[str]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 from experiments import common
-from experiments.configs.inference_sharpening import task_entry
+from experiments.configs.inference_sharpening import smoke_tasks, task_entry
 from experiments.models import RANDOM_SHAPE, checkpoint_dir
 from sharpen_jax.config import TransformerConfig
 
@@ -125,8 +125,7 @@ def smoke() -> ml_collections.ConfigDict:
     c.models = ("random:0",)
     c.model_flops = (0.0,)
     c.tokenizer = "smollm2-135m-instruct"
-    c.tasks = ml_collections.ConfigDict({"arithmetic": task_entry(4, 1, 8, digits=1, num_train=20, num_test=8),
-                                         "prontoqa": task_entry(2, 0, 8, hops=1, num_train=20, num_test=4)})
+    c.tasks = smoke_tasks()
     c.verifier_tasks.tournament = ("arithmetic",)
     c.num_samples = 4
     c.cot_max_new_tokens = 8
