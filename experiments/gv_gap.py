@@ -34,6 +34,7 @@ import numpy as np
 import tqdm
 
 from experiments import common, gv_gap_report as report, gv_gap_rounds as rounds, inference_sharpening as inference
+from experiments import plan as plans
 from experiments.configs import gv_gap as configs
 from experiments.models import LoadedModel, check_model_spec
 from experiments.workdir import WorkdirLock, experiment_identity, prepare_workdir
@@ -256,5 +257,42 @@ def run_rounds(config, workdir: str, task_objects, mesh, load) -> dict:
     return rounds.run_rounds(config, workdir, task, policy, evaluate, settings(config), mesh)
 
 
+def dry_run(config, *, devices: int, tokens_per_s: float = 0.0) -> str:
+    """Validate `config` and print what the run does and costs, reading only each model's config
+    (`experiments.plan`): per generator, N samples of every prompt; per sample, the CoT verifiers'
+    generated tokens and the MC and tournament verifiers' forward passes (a tournament asks about
+    2(N - 1) pairs per prompt: about 2 rows per sample); the verifier model's parameters; memory per
+    device. The rounds are listed, not costed."""
+    validate(config)
+    used = devices if config.shard else 1
+    mesh = plans.mesh_for(used, data=-1, model=config.model_parallel if config.shard else 1)
+    n, generated, scored = config.num_samples, 0, 0
+    for name, entry in config.tasks.items():
+        names = verifiers_for(config, name)
+        samples = entry.num_prompts * n
+        generated += samples * (entry.max_new_tokens + config.cot_max_new_tokens * sum(v.startswith("cot_") for v in names))
+        scored += samples * (plans.PROMPT_TOKENS + entry.max_new_tokens) * (
+            ("mc" in names) + 2 * ("tournament" in names) + sum(v.startswith("cot_") for v in names))
+    shape = lambda spec: plans.model_config(spec, config.tokenizer, config.random_model.to_dict(), config.dtype)  # noqa: E731
+    judge = shape(config.verifier_model) if config.verifier_model else None
+    memory, lines = {}, []
+    for spec in config.models:
+        model_config = shape(spec)
+        memory[spec] = plans.inference_memory(model_config, mesh, plans.sampler_cache_bytes(
+            model_config, n, config.max_rows, max(e.max_new_tokens for e in config.tasks.values()), mesh))
+        if judge is not None:
+            memory[spec]["verifier model parameters"] = plans.inference_memory(judge, mesh, 0)["parameters"]
+        lines.append(f"model {spec}: {model_config.num_params() / 1e9:.3f}B parameters, {model_config.param_dtype}")
+    lines += [f"verifier model: {config.verifier_model or 'each generator itself (g = f)'}",
+              f"mesh {dict(mesh.shape)} on {used} device(s)",
+              *(f"task {k}: {e.num_prompts} prompts, {e.num_shots}-shot, <= {e.max_new_tokens} tokens, N = {n}; "
+                f"verifiers {', '.join(verifiers_for(config, k))}" for k, e in config.tasks.items()),
+              f"rounds: {config.rounds.num_rounds} per arm {list(config.rounds.arms)} on {config.rounds.task}"
+              if config.rounds.arms else "rounds: none"]
+    summary = plans.Plan(lines=tuple(lines), generated_tokens=len(config.models) * generated,
+                         scored_tokens=len(config.models) * scored, memory=memory)
+    return plans.report(summary, used, tokens_per_s)
+
+
 if __name__ == "__main__":
-    common.main(run, configs)
+    common.main(run, configs, dry_run)

@@ -25,7 +25,7 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 from experiments.common import ConfigError, to_plain
-from experiments.models import CHAR_TOKENIZER
+from experiments.models import CHAR_TOKENIZER, is_trained_workdir
 from sharpen_jax import distributed, testing, weights
 from sharpen_jax.jsonl import read_json, write_json
 
@@ -55,9 +55,16 @@ def file_fingerprint(path: str) -> dict:
 
 def model_fingerprint(spec: str, random_shape: Mapping[str, Any] | None = None) -> dict:
     """The identity of a model spec: its resolved path and the fingerprints of its files (a GGUF file, or
-    a checkpoint directory's config.json and weight files); the toy model is its spec and shape."""
+    a checkpoint directory's config.json and weight files, a training workdir's config, results and
+    checkpoint files); the toy model is its spec and shape."""
     if testing.is_random_spec(spec):
         return {"spec": spec, "random_shape": dict(random_shape or {})}
+    if is_trained_workdir(spec):  # its config, results and every checkpoint file (the base model is in config.json)
+        path = os.path.realpath(spec)
+        names = ["config.json", "results.json"] + sorted(
+            os.path.relpath(os.path.join(d, n), path) for d, _, files in os.walk(os.path.join(path, "checkpoints"))
+            for n in files)
+        return {"spec": spec, "path": path, "files": {n: file_fingerprint(os.path.join(path, n)) for n in names}}
     path = os.path.realpath(weights.resolve(spec))
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n == "config.json" or n.endswith((".safetensors", ".json")))

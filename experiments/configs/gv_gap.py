@@ -17,6 +17,14 @@ Presets:
   another experiment shared it (load 5-13; generation 61% of the time, MC 20%, CoT-Binary and
   CoT-Score 9% each, Tournament 2%), so the 45-minute target is unverified; results in
   docs/GV_GAP.md. The rounds' time is not measured yet.
+* `cpu_cross`: cross-verification, the issue's "SFT-sharpened checkpoint verifying the base model":
+  the cpu preset's 64 arithmetic prompts x N = 16 samples of SmolLM2-135M-Instruct (the same
+  sampling keys, so the same samples as the cpu run), MC-verified by the SFT-sharpened SmolLM2 of
+  `experiments.sft_sharpening`'s cpu preset (LoRA r = 8 on 4-shot 2-digit arithmetic), given as
+  that run's finished workdir ($SHARPEN_JAX_SFT_WORKDIR, default runs/sft_cpu; `experiments.models`
+  loads a workdir as its trained policy, adapters merged). No rounds. Validated with --dry_run; not
+  run. First `python -m experiments.sft_sharpening --config=experiments/configs/sft_sharpening.py:cpu
+  --workdir runs/sft_cpu`.
 * `paper`: the paper's protocol (Sec. 3): 128 samples per prompt, T = 0.7, top-p 0.9, 4-shot, at
   most 512 new tokens, GSM8K, MATH and 4x4 Sudoku, sharded over all devices, on one family at
   several sizes (Qwen-2 0.5B / 1.5B / 7B base models as HF checkpoint directories under
@@ -32,6 +40,8 @@ naming the key.
 """
 
 from __future__ import annotations
+
+import os
 
 import ml_collections
 
@@ -153,6 +163,24 @@ def cpu() -> ml_collections.ConfigDict:
     return c
 
 
+SFT_WORKDIR_ENV = "SHARPEN_JAX_SFT_WORKDIR"
+
+
+def cpu_cross() -> ml_collections.ConfigDict:
+    """Cross-verification (module docstring): the cpu preset's arithmetic samples of SmolLM2-135M-Instruct,
+    verified by MC under the SFT-sharpened SmolLM2 (the finished workdir of `experiments.sft_sharpening`'s
+    cpu preset: $SHARPEN_JAX_SFT_WORKDIR, default runs/sft_cpu). Not run."""
+    c = cpu()
+    c.verifier_model = os.environ.get(SFT_WORKDIR_ENV, os.path.join("runs", "sft_cpu"))
+    c.tasks = ml_collections.ConfigDict({"arithmetic": c.tasks.arithmetic})
+    c.verifiers = ("mc",)
+    c.verifier_tasks = ml_collections.ConfigDict({"mc": ()})
+    c.filters = ml_collections.ConfigDict({"mc": c.filters.mc})
+    c.ensembles = ()
+    c.rounds.arms = ()
+    return c
+
+
 PAPER_SHAPES = {"Qwen2-0.5B": (TransformerConfig.qwen2_0_5b, 12e12), "Qwen2-1.5B": (TransformerConfig.qwen2_1_5b, 7e12),
                 "Qwen2-7B": (TransformerConfig.qwen2_5_7b, 7e12)}  # each model's shapes and pre-training tokens D
 PAPER_MODELS = tuple(PAPER_SHAPES)
@@ -178,9 +206,9 @@ def paper() -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "paper": paper}
+PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_cross": cpu_cross, "paper": paper}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    """The config of `preset` (smoke, cpu or paper; default cpu)."""
+    """The config of `preset` (smoke, cpu, cpu_cross or paper; default cpu)."""
     return common.select_preset(preset, PRESETS, default="cpu")
