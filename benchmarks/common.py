@@ -51,6 +51,24 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> di
     return {"median_s": statistics.median(times), "min_s": min(times), "first_call_s": first, "runs": repeats}
 
 
+def time_alternating(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict]:
+    """Median seconds of each blocking fn over `repeats` rounds that call them in turn, after one
+    warm-up call each (its duration is `first_call_s`: compile + one run)."""
+    times = {name: [] for name in fns}
+    first = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "first_call_s": first[name], "runs": repeats}
+            for name, t in times.items()}
+
+
 def measured_matmul_flops(size: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
     """Matmul FLOP/s (in `dtype`) of the default device as XLA achieves it on a large square matmul."""
     a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), dtype)

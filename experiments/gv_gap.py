@@ -34,11 +34,12 @@ import numpy as np
 import tqdm
 
 from experiments import common, gv_gap_report as report, gv_gap_rounds as rounds, inference_sharpening as inference
+from experiments import plan as plans
 from experiments.configs import gv_gap as configs
-from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec
-from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
+from experiments.models import LoadedModel, check_model_spec
+from experiments.workdir import WorkdirLock, experiment_identity, prepare_workdir
 from sharpen_jax import distributed, sampling, tasks
-from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json, write_text
+from sharpen_jax.jsonl import append_jsonl, read_jsonl, write_json, write_text
 from sharpen_jax.methods import gv_gap
 from sharpen_jax.selection import gap, rewards
 from sharpen_jax.stopping import StopSpec
@@ -116,14 +117,8 @@ def validate(config) -> dict[str, tasks.Task]:
 
 
 def identity(config, task_objects: dict[str, tasks.Task]) -> dict:
-    """The run's identity (`workdir.run_identity`): every model's fingerprint and every task's data."""
-    specs = [*config.models, config.verifier_model]
-    if config.tokenizer and config.tokenizer != CHAR_TOKENIZER:
-        specs.append(config.tokenizer)
-    models = {spec: model_fingerprint(spec, config.random_model.to_dict()) for spec in specs if spec}
-    data = {name: task_fingerprint(task, [s for s in task.splits if s in (config.split, "train")])
-            for name, task in task_objects.items()}
-    return run_identity(models, data)
+    """The run's identity (`workdir.experiment_identity`): every model's fingerprint and every task's data."""
+    return experiment_identity(config, [*config.models, config.verifier_model], task_objects)
 
 
 def verifiers_for(config, task: str) -> list[str]:
@@ -203,11 +198,7 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     resumed = prepare_workdir(workdir, config, identity(config, task_objects), ignore=RUN_CONTROL_KEYS)
     path, timing_path = os.path.join(workdir, RESULTS), os.path.join(workdir, TIMING)
     units = inference.plan(config)
-    done, kept = inference.finished_units(read_jsonl(path), units)
-    if len(kept) != len(read_jsonl(path)):
-        common.write_on_main(rewrite_jsonl, path, kept)  # drops a batch cut short by a kill; it is redone whole
-    distributed.barrier("results read")  # no process reads results.jsonl after process 0 appends to it
-    todo = [u for u in units if u not in done]
+    done, todo = inference.pending_units(path, units)
     common.write_on_main(append_jsonl, os.path.join(workdir, INVOCATIONS), [{"resumed": resumed, "done_batches": len(done),
                                                        "todo_batches": len(todo)}])
     print(f"{'resuming' if resumed else 'starting'}: {len(todo)} of {len(units)} prompt batches to do; outputs go "
@@ -266,5 +257,42 @@ def run_rounds(config, workdir: str, task_objects, mesh, load) -> dict:
     return rounds.run_rounds(config, workdir, task, policy, evaluate, settings(config), mesh)
 
 
+def dry_run(config, *, devices: int, tokens_per_s: float = 0.0) -> str:
+    """Validate `config` and print what the run does and costs, reading only each model's config
+    (`experiments.plan`): per generator, N samples of every prompt; per sample, the CoT verifiers'
+    generated tokens and the MC and tournament verifiers' forward passes (a tournament asks about
+    2(N - 1) pairs per prompt: about 2 rows per sample); the verifier model's parameters; memory per
+    device. The rounds are listed, not costed."""
+    validate(config)
+    used = devices if config.shard else 1
+    mesh = plans.mesh_for(used, data=-1, model=config.model_parallel if config.shard else 1)
+    n, generated, scored = config.num_samples, 0, 0
+    for name, entry in config.tasks.items():
+        names = verifiers_for(config, name)
+        samples = entry.num_prompts * n
+        generated += samples * (entry.max_new_tokens + config.cot_max_new_tokens * sum(v.startswith("cot_") for v in names))
+        scored += samples * (plans.PROMPT_TOKENS + entry.max_new_tokens) * (
+            ("mc" in names) + 2 * ("tournament" in names) + sum(v.startswith("cot_") for v in names))
+    shape = lambda spec: plans.model_config(spec, config.tokenizer, config.random_model.to_dict(), config.dtype)  # noqa: E731
+    judge = shape(config.verifier_model) if config.verifier_model else None
+    memory, lines = {}, []
+    for spec in config.models:
+        model_config = shape(spec)
+        memory[spec] = plans.inference_memory(model_config, mesh, plans.sampler_cache_bytes(
+            model_config, n, config.max_rows, max(e.max_new_tokens for e in config.tasks.values()), mesh))
+        if judge is not None:
+            memory[spec]["verifier model parameters"] = plans.inference_memory(judge, mesh, 0)["parameters"]
+        lines.append(f"model {spec}: {model_config.num_params() / 1e9:.3f}B parameters, {model_config.param_dtype}")
+    lines += [f"verifier model: {config.verifier_model or 'each generator itself (g = f)'}",
+              f"mesh {dict(mesh.shape)} on {used} device(s)",
+              *(f"task {k}: {e.num_prompts} prompts, {e.num_shots}-shot, <= {e.max_new_tokens} tokens, N = {n}; "
+                f"verifiers {', '.join(verifiers_for(config, k))}" for k, e in config.tasks.items()),
+              f"rounds: {config.rounds.num_rounds} per arm {list(config.rounds.arms)} on {config.rounds.task}"
+              if config.rounds.arms else "rounds: none"]
+    summary = plans.Plan(lines=tuple(lines), generated_tokens=len(config.models) * generated,
+                         scored_tokens=len(config.models) * scored, memory=memory)
+    return plans.report(summary, used, tokens_per_s)
+
+
 if __name__ == "__main__":
-    common.main(run, configs)
+    common.main(run, configs, dry_run)

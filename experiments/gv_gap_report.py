@@ -140,14 +140,16 @@ def plot_score_histograms(groups: dict, model: str, base: str) -> list[str]:
         for row, name in enumerate(names):
             ax = axes[row, col]
             pairs = [(s["scores"][name], s["correct"]) for r in rows for s in r["samples"] if name in s["scores"]]
-            if pairs:
-                values, correct = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], bool)
-                bins = np.histogram_bin_edges(values, bins=min(20, max(len(np.unique(values)), 1)))
-                for mask, label, color in ((correct, "correct", "tab:green"), (~correct, "incorrect", "tab:red")):
-                    if mask.any():
-                        ax.hist(values[mask], bins=bins, alpha=0.55, label=label, color=color)
+            if not pairs:  # the verifier did not run on this task
+                ax.axis("off")
+                continue
+            values, correct = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], bool)
+            bins = np.histogram_bin_edges(values, bins=min(20, max(len(np.unique(values)), 1)))
+            for mask, label, color in ((correct, "correct", "tab:green"), (~correct, "incorrect", "tab:red")):
+                if mask.any():
+                    ax.hist(values[mask], bins=bins, alpha=0.55, label=label, color=color)
             ax.set_title(f"{task}: {name}", fontsize=8)
-    axes[0, -1].legend(fontsize=7)
+            ax.legend(fontsize=6)
     return _save(fig, base)
 
 

@@ -37,8 +37,8 @@ import tqdm
 
 from experiments import common, plan as plans, plots
 from experiments.configs import inference_sharpening as configs
-from experiments.models import CHAR_TOKENIZER, LoadedModel, check_model_spec, load_model
-from experiments.workdir import WorkdirLock, model_fingerprint, prepare_workdir, run_identity, task_fingerprint
+from experiments.models import LoadedModel, check_model_spec, load_model
+from experiments.workdir import WorkdirLock, experiment_identity, prepare_workdir
 from sharpen_jax import distributed, rollouts, sampling, tasks
 from sharpen_jax.jsonl import append_jsonl, read_jsonl, rewrite_jsonl, write_json, write_text
 from sharpen_jax.selection import best_of_n, rewards, verifiers
@@ -124,14 +124,8 @@ def check_tasks(config) -> dict:
 
 
 def identity(config, task_objects: dict[str, tasks.Task]) -> dict:
-    """The run's identity (`workdir.run_identity`): every model's fingerprint and every task's data."""
-    specs = [*config.models, config.reward_model]
-    if config.tokenizer and config.tokenizer != CHAR_TOKENIZER:
-        specs.append(config.tokenizer)
-    models = {spec: model_fingerprint(spec, config.random_model.to_dict()) for spec in specs if spec}
-    data = {name: task_fingerprint(task, [s for s in task.splits if s in (config.split, "train")])
-            for name, task in task_objects.items()}
-    return run_identity(models, data)
+    """The run's identity (`workdir.experiment_identity`): every model's fingerprint and every task's data."""
+    return experiment_identity(config, [*config.models, config.reward_model], task_objects)
 
 
 def plan(config) -> list[Unit]:
@@ -219,6 +213,17 @@ def finished_units(records: list[dict], units: list[Unit]) -> tuple[set[Unit], l
     return done, [r for r in records if (r["model"], r["task"], r["batch"]) in keys]
 
 
+def pending_units(path: str, units: list[Unit]) -> tuple[set[Unit], list[Unit]]:
+    """The finished units of results file `path` and the units still to do, in order; a batch cut short
+    by a kill is dropped from the file (it is redone whole)."""
+    records = read_jsonl(path)
+    done, kept = finished_units(records, units)
+    if len(kept) != len(records):
+        common.write_on_main(rewrite_jsonl, path, kept)
+    distributed.barrier("results read")  # no process reads results.jsonl after process 0 appends to it
+    return done, [u for u in units if u not in done]
+
+
 def summarize(records: list[dict], config) -> dict:
     """summary.json: per model and task, greedy / single-sample / pass@N / best-of-N per reward at each N."""
     table: dict = {}
@@ -251,11 +256,7 @@ def _run(config, workdir: str, task_objects) -> dict | None:
     resumed = prepare_workdir(workdir, config, identity(config, task_objects), ignore=RUN_CONTROL_KEYS)
     path = os.path.join(workdir, RESULTS)
     units = plan(config)
-    done, kept = finished_units(read_jsonl(path), units)
-    if len(kept) != len(read_jsonl(path)):
-        common.write_on_main(rewrite_jsonl, path, kept)  # drops a batch cut short by a kill; it is redone whole
-    distributed.barrier("results read")  # no process reads results.jsonl after process 0 appends to it
-    todo = [u for u in units if u not in done]
+    done, todo = pending_units(path, units)
     if not todo:
         print(f"all {len(units)} prompt batches of this run are done; rewriting the summary and figures")
     else:

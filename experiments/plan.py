@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import AbstractMesh
 
 from experiments.common import ConfigError
-from experiments.models import load_tokenizer
+from experiments.models import is_trained_workdir, load_tokenizer, trained_config
 from sharpen_jax import gguf_reader, sharding, testing, weights
 from sharpen_jax.config import TransformerConfig
 from sharpen_jax.model import init_cache, param_shapes
@@ -55,6 +55,9 @@ def model_config(spec: str, tokenizer_spec: str = "", random_shape: dict | None 
                  dtype: str = "") -> TransformerConfig:
     """The TransformerConfig of a model spec without reading its weights: config.json of an HF
     directory, the GGUF header, or the random shape over the tokenizer's vocabulary."""
+    if is_trained_workdir(spec):  # a training run's policy has its base model's shape
+        cfg = trained_config(spec)
+        return model_config(cfg["model"], cfg.get("tokenizer", ""), cfg.get("random_model"), dtype or cfg.get("dtype", ""))
     if testing.is_random_spec(spec):
         config = TransformerConfig(vocab_size=load_tokenizer(tokenizer_spec).vocab_size, **dict(random_shape or {}))
     else:

@@ -27,6 +27,7 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 from experiments.common import ConfigError, to_plain
+from experiments.models import CHAR_TOKENIZER, is_trained_workdir
 from sharpen_jax import distributed, testing, weights
 from sharpen_jax.jsonl import read_json, write_json
 
@@ -56,10 +57,16 @@ def file_fingerprint(path: str) -> dict:
 
 def model_fingerprint(spec: str, random_shape: Mapping[str, Any] | None = None) -> dict:
     """The identity of a model spec: its resolved path (recorded, not compared: LOCATION_KEYS) and the
-    fingerprints of its files (a GGUF file, or a checkpoint directory's config.json and weight files);
-    the toy model is its spec and shape."""
+    fingerprints of its files (a GGUF file, or a checkpoint directory's config.json and weight files, a
+    training workdir's config, results and checkpoint files); the toy model is its spec and shape."""
     if testing.is_random_spec(spec):
         return {"spec": spec, "random_shape": dict(random_shape or {})}
+    if is_trained_workdir(spec):  # its config, results and every checkpoint file (the base model is in config.json)
+        path = os.path.realpath(spec)
+        names = ["config.json", "results.json"] + sorted(
+            os.path.relpath(os.path.join(d, n), path) for d, _, files in os.walk(os.path.join(path, "checkpoints"))
+            for n in files)
+        return {"spec": spec, "path": path, "files": {n: file_fingerprint(os.path.join(path, n)) for n in names}}
     path = os.path.realpath(weights.resolve(spec))
     if os.path.isdir(path):
         names = sorted(n for n in os.listdir(path) if n == "config.json" or n.endswith((".safetensors", ".json")))
@@ -91,6 +98,19 @@ def run_identity(models: Mapping[str, dict], data: Mapping[str, dict]) -> dict:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return {"package_version": version, "models": dict(models), "data": dict(data)}
+
+
+def experiment_identity(config: Any, model_specs: Sequence[str], task_objects: Mapping[str, Any]) -> dict:
+    """`run_identity` of a sampling experiment: the fingerprint of every non-empty model spec in
+    `model_specs` and of `config.tokenizer` (unless it is "" or `CHAR_TOKENIZER`), and every task's data on the
+    config's split and the train split."""
+    specs = list(model_specs)
+    if config.tokenizer and config.tokenizer != CHAR_TOKENIZER:
+        specs.append(config.tokenizer)
+    models = {spec: model_fingerprint(spec, config.random_model.to_dict()) for spec in specs if spec}
+    data = {name: task_fingerprint(task, [s for s in task.splits if s in (config.split, "train")])
+            for name, task in task_objects.items()}
+    return run_identity(models, data)
 
 
 # Where a model or a task's files were found: recorded for the reader, never compared, so that a run

@@ -12,9 +12,19 @@ Presets:
 * `cpu`: SmolLM2-135M-Instruct on arithmetic, ProntoQA, 4x4 Sudoku and GSM8K, 64 prompts each,
   N = 16 at T = 0.7 and top-p 0.9; MC on everything, CoT-Binary, CoT-Score and Tournament on
   arithmetic only (the subset that fits); 2 rounds on arithmetic (64 train prompts, MC at
-  quantile 0.7, 20 LoRA steps each), self-verified and ground-truth-verified. NOT MEASURED: it
-  has not been run (no time in the session that wrote it), so neither its run time (target: at
-  most 45 minutes on the 2-core machine) nor its result is known.
+  quantile 0.7, 20 LoRA steps each), self-verified and ground-truth-verified. Measured on
+  2026-12-02: the gap units (34 prompt batches) took 111 minutes wall on the 2-core machine while
+  another experiment shared it (load 5-13; generation 61% of the time, MC 20%, CoT-Binary and
+  CoT-Score 9% each, Tournament 2%), so the 45-minute target is unverified; results in
+  docs/GV_GAP.md. The rounds' time is not measured yet.
+* `cpu_cross`: cross-verification, the issue's "SFT-sharpened checkpoint verifying the base model":
+  the cpu preset's 64 arithmetic prompts x N = 16 samples of SmolLM2-135M-Instruct (the same
+  sampling keys, so the same samples as the cpu run), MC-verified by the SFT-sharpened SmolLM2 of
+  `experiments.sft_sharpening`'s cpu preset (LoRA r = 8 on 4-shot 2-digit arithmetic), given as
+  that run's finished workdir ($SHARPEN_JAX_SFT_WORKDIR, default runs/sft_cpu; `experiments.models`
+  loads a workdir as its trained policy, adapters merged). No rounds. Validated with --dry_run; not
+  run. First `python -m experiments.sft_sharpening --config=experiments/configs/sft_sharpening.py:cpu
+  --workdir runs/sft_cpu`.
 * `paper`: the paper's protocol (Sec. 3): 128 samples per prompt, T = 0.7, top-p 0.9, 4-shot, at
   most 512 new tokens, GSM8K, MATH and 4x4 Sudoku, sharded over all devices, on one family at
   several sizes (Qwen-2 0.5B / 1.5B / 7B base models as HF checkpoint directories under
@@ -31,10 +41,12 @@ naming the key.
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from experiments import common
-from experiments.configs.inference_sharpening import task_entry
+from experiments.configs.inference_sharpening import smoke_tasks, task_entry
 from experiments.models import RANDOM_SHAPE, checkpoint_dir
 from sharpen_jax.config import TransformerConfig
 
@@ -123,8 +135,7 @@ def smoke() -> ml_collections.ConfigDict:
     c.models = ("random:0",)
     c.model_flops = (0.0,)
     c.tokenizer = "smollm2-135m-instruct"
-    c.tasks = ml_collections.ConfigDict({"arithmetic": task_entry(4, 1, 8, digits=1, num_train=20, num_test=8),
-                                         "prontoqa": task_entry(2, 0, 8, hops=1, num_train=20, num_test=4)})
+    c.tasks = smoke_tasks()
     c.verifier_tasks.tournament = ("arithmetic",)
     c.num_samples = 4
     c.cot_max_new_tokens = 8
@@ -138,7 +149,7 @@ def smoke() -> ml_collections.ConfigDict:
 
 
 def cpu() -> ml_collections.ConfigDict:
-    """SmolLM2-135M-Instruct, four tasks x 64 prompts, N = 16 (module docstring; not measured)."""
+    """SmolLM2-135M-Instruct, four tasks x 64 prompts, N = 16 (module docstring; gap units measured)."""
     c = defaults()
     c.tasks = ml_collections.ConfigDict({
         "arithmetic": task_entry(64, 4, 8, digits=2),
@@ -149,6 +160,24 @@ def cpu() -> ml_collections.ConfigDict:
     for name in ("cot_binary", "cot_score", "tournament"):
         c.verifier_tasks[name] = ("arithmetic_cot",)
     c.rounds.update(arms=("self", "ground_truth"), num_rounds=2)
+    return c
+
+
+SFT_WORKDIR_ENV = "SHARPEN_JAX_SFT_WORKDIR"
+
+
+def cpu_cross() -> ml_collections.ConfigDict:
+    """Cross-verification (module docstring): the cpu preset's arithmetic samples of SmolLM2-135M-Instruct,
+    verified by MC under the SFT-sharpened SmolLM2 (the finished workdir of `experiments.sft_sharpening`'s
+    cpu preset: $SHARPEN_JAX_SFT_WORKDIR, default runs/sft_cpu). Not run."""
+    c = cpu()
+    c.verifier_model = os.environ.get(SFT_WORKDIR_ENV, os.path.join("runs", "sft_cpu"))
+    c.tasks = ml_collections.ConfigDict({"arithmetic": c.tasks.arithmetic})
+    c.verifiers = ("mc",)
+    c.verifier_tasks = ml_collections.ConfigDict({"mc": ()})
+    c.filters = ml_collections.ConfigDict({"mc": c.filters.mc})
+    c.ensembles = ()
+    c.rounds.arms = ()
     return c
 
 
@@ -177,9 +206,9 @@ def paper() -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "paper": paper}
+PRESETS = {"smoke": smoke, "cpu": cpu, "cpu_cross": cpu_cross, "paper": paper}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    """The config of `preset` (smoke, cpu or paper; default cpu)."""
+    """The config of `preset` (smoke, cpu, cpu_cross or paper; default cpu)."""
     return common.select_preset(preset, PRESETS, default="cpu")

@@ -97,13 +97,18 @@ def defaults() -> ml_collections.ConfigDict:
     return c
 
 
+def smoke_tasks() -> ml_collections.ConfigDict:
+    """The smoke presets' tasks: 4 one-digit arithmetic and 2 one-hop ProntoQA test prompts, small splits."""
+    return ml_collections.ConfigDict({"arithmetic": task_entry(4, 1, 8, digits=1, num_train=20, num_test=8),
+                                      "prontoqa": task_entry(2, 0, 8, hops=1, num_train=20, num_test=4)})
+
+
 def smoke() -> ml_collections.ConfigDict:
     """Seconds: two tiny random models, 6 prompts, N_max 4 (see the module docstring)."""
     c = defaults()
     c.models = ("random:0", "random:1")
     c.tokenizer = "smollm2-135m-instruct"
-    c.tasks = ml_collections.ConfigDict({"arithmetic": task_entry(4, 1, 8, digits=1, num_train=20, num_test=8),
-                                         "prontoqa": task_entry(2, 0, 8, hops=1, num_train=20, num_test=4)})
+    c.tasks = smoke_tasks()
     c.num_samples = 4
     c.ns = (1, 2, 4)
     c.prompt_batch_size = 2
