@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+import bad_inputs_lib
 from bad_inputs_lib import Case, check_case, ids
 from experiments import common, inference_sharpening, rlhf_sharpening, sft_sharpening
 from experiments.configs import inference_sharpening as inference_configs
@@ -212,3 +213,19 @@ def test_an_existing_workdir_is_untouched_by_a_bad_config(tmp_path, monkeypatch)
     (workdir / "results.jsonl").write_text('{"model": "m"}\n')
     case = _sft({"train.batch_size": 0}, r"config\.train\.batch_size=0", name="existing-workdir")
     check_case(dataclasses.replace(case, workdir=None), tmp_path, monkeypatch)
+
+
+GOOD_RUNS = [("inference", inference_sharpening, inference_configs), ("sft", sft_sharpening, sft_configs),
+             ("rlhf", rlhf_sharpening, rlhf_configs)]
+
+
+@pytest.mark.parametrize("name, module, configs", GOOD_RUNS, ids=[g[0] for g in GOOD_RUNS])
+def test_the_hooks_see_a_good_config_load_its_model(name, module, configs, tmp_path, monkeypatch):
+    """Negative control of `check_case`'s "no model loaded first": with the same hooks, the unchanged smoke
+    config of each experiment reaches the hooked model load (its random model) as its first expensive
+    call. If an experiment loaded its model by a path the hooks do not see, every case above would pass
+    that check without testing it; here it fails."""
+    calls = bad_inputs_lib.install_hooks(monkeypatch)
+    with pytest.raises(bad_inputs_lib.ExpensiveWork):
+        module.run(configs.get_config("smoke"), str(tmp_path / "w"))
+    assert calls == ["sharpen_jax.testing.random_model"], calls

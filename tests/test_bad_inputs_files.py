@@ -271,3 +271,19 @@ def test_help_lists_flags_and_presets_and_exits_0():
     for expected in ("--config=experiments/configs/inference_sharpening.py:PRESET", "--workdir=DIR", "--verbose",
                      "smoke, cpu, cpu_gemma3, paper", "defaults()"):
         assert expected in result.stdout
+
+
+def test_readme_gives_the_size_of_each_part_of_the_corpus():
+    """README.md's "What is verified" counts the corpus, per file and in all; the counts are these lists' sizes."""
+    import re
+
+    import test_bad_inputs_api
+    import test_bad_inputs_configs
+
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = " ".join(f.read().split())
+    found = re.search(r"a committed corpus of (\d+) bad inputs \(`tests/test_bad_inputs_configs\.py`: (\d+) .*?"
+                      r"`tests/test_bad_inputs_files\.py`: (\d+) .*?`tests/test_bad_inputs_api\.py`: (\d+) ", text)
+    assert found, "README.md no longer counts the bad-input corpus"
+    sizes = [len(test_bad_inputs_configs.CASES), len(CASES), len(test_bad_inputs_api.CASES)]
+    assert [int(n) for n in found.groups()] == [sum(sizes), *sizes]

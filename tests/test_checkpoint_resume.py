@@ -15,12 +15,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
-import jax
 import numpy as np
 import pytest
 
+from resume_lib import assert_bitwise_equal, kill_after_first_checkpoint
 from sharpen_jax.jsonl import read_jsonl
 from sharpen_jax.training import Checkpointer
 
@@ -76,34 +75,17 @@ def _last_train_step(workdir):
     return max(steps, default=0)
 
 
-def _kill_after_checkpoint(proc, workdir, timeout=600):
-    """SIGKILL `proc` as soon as its first checkpoint is complete; returns the step its log had reached."""
-    directory = os.path.join(workdir, "checkpoints")
-    deadline = time.time() + timeout
-    while not (os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))):
-        assert proc.poll() is None, f"run ended before its first checkpoint: {proc.communicate()[1][-2000:]}"
-        assert time.time() < deadline, "run too slow"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return _last_train_step(workdir)
-
-
 def _final_params(workdir, target):
     with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
         return ckpt.latest_step(), target.with_saved(ckpt.restore(target.saved())[0])
-
-
-def _assert_bitwise_equal(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
 
 
 def test_sigkill_and_restart_gives_bitwise_equal_parameters(tmp_path):
     num_steps, full, killed = 30, str(tmp_path / "full"), str(tmp_path / "killed")
     reference = _launch(["-c", DRIVER, full, str(num_steps), "0"])
     victim = _launch(["-c", DRIVER, killed, str(num_steps), "0.1"])
-    reached = _kill_after_checkpoint(victim, killed)
+    kill_after_first_checkpoint(victim, killed, timeout=600)
+    reached = _last_train_step(killed)
     assert 7 <= reached < num_steps and victim.returncode == -signal.SIGKILL
     with Checkpointer(os.path.join(killed, "checkpoints")) as ckpt:
         saved_at_kill = ckpt.latest_step()
@@ -127,7 +109,7 @@ def test_sigkill_and_restart_gives_bitwise_equal_parameters(tmp_path):
     step_full, state_full = _final_params(full, target)
     step_resumed, state_resumed = _final_params(killed, target)
     assert step_full == step_resumed == num_steps
-    _assert_bitwise_equal(state_full, state_resumed)
+    assert_bitwise_equal(state_full, state_resumed)
     assert int(state_resumed.step) == 2 * num_steps  # one SFT and one PG update per loop step
     with open(os.path.join(killed, "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
@@ -143,7 +125,7 @@ def test_sft_experiment_killed_and_resumed_matches_uninterrupted(tmp_path):
     fast_compile = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}  # the same flags in all three runs
     reference = _launch(command(full), fast_compile)
     victim = _launch(command(killed), fast_compile)
-    _kill_after_checkpoint(victim, killed)
+    kill_after_first_checkpoint(victim, killed, timeout=600)
     with Checkpointer(os.path.join(killed, "checkpoints")) as ckpt:
         saved_at_kill = ckpt.latest_step()
     resumed = _launch(command(killed), fast_compile)
@@ -160,4 +142,4 @@ def test_sft_experiment_killed_and_resumed_matches_uninterrupted(tmp_path):
     step_full, tree_full = latest_arrays(full)
     step_resumed, tree_resumed = latest_arrays(killed)
     assert step_full == step_resumed == 40
-    _assert_bitwise_equal(tree_full, tree_resumed)
+    assert_bitwise_equal(tree_full, tree_resumed)

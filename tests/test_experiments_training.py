@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from experiments.configs import rlhf_sharpening as rlhf_configs
 from sharpen_jax.jsonl import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +48,11 @@ def _check_common(workdir, returncode, out, err, num_steps):
         assert results[split]["sample_logp"] < 0.0
     assert results["after"]["sample_base_logp"] < 0.0  # scored under the base model
     assert results["before"]["kl_to_base"] == 0.0
+    # The table's arithmetic, recomputed: lift = after - before for every metric of both, and the KL
+    # estimate is E_pi[log pi] - E_pi[log pi_base] of the same samples.
+    before, after = results["before"], results["after"]
+    assert results["lift"] == pytest.approx({k: after[k] - before[k] for k in before if k in after}, abs=1e-12)
+    assert after["kl_to_base"] == pytest.approx(after["sample_logp"] - after["sample_base_logp"], abs=1e-12)
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     train = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train] == list(range(1, num_steps + 1))
@@ -67,6 +73,10 @@ def test_sft_sharpening_smoke(smoke_runs):
 def test_rlhf_sharpening_smoke(smoke_runs):
     results, train = _check_common(*smoke_runs["rlhf_sharpening"], num_steps=6)
     assert "j_beta" in results["after"] and results["best_eval_step_by_j_beta"] in (0, 3, 6)
+    beta = rlhf_configs.get_config("smoke").po.beta
+    for split in ("before", "after"):  # J_beta = E_pi[log pi_base] - beta KL(pi || pi_base)
+        row = results[split]
+        assert row["j_beta"] == pytest.approx(row["sample_base_logp"] - beta * row["kl_to_base"], abs=1e-12), split
     best_steps = [int(name) for name in os.listdir(os.path.join(smoke_runs["rlhf_sharpening"][0], "best"))
                   if name.isdigit()]
     assert best_steps == [results["best_eval_step_by_j_beta"]]

@@ -103,19 +103,25 @@ def test_inference_killed_at_random_points_resumes_to_identical_results(tmp_path
     _finish(command, reference)
     expected = read_jsonl(os.path.join(reference, "results.jsonl"))
     rng = random.Random(0)
+    units = inference.plan(inference_configs.get_config("smoke"))
+    finished_at_kill = []
     for trial in range(5):
         workdir = str(tmp_path / f"trial{trial}")
         _kill_at(command, workdir, rng.uniform(5.0, 40.0))
-        units = inference.plan(inference_configs.get_config("smoke"))
+        # A workdir with a config but no results yet starts afresh (workdir.prepare_workdir): not a resume.
+        left_results = all(os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "results.jsonl"))
         done = len(inference.finished_units(read_jsonl(os.path.join(workdir, "results.jsonl")), units)[0])
+        finished_at_kill.append(done)
         _finish(command, workdir)
         assert read_jsonl(os.path.join(workdir, "results.jsonl")) == expected, trial
         # It resumed at the first unfinished batch and ran only the rest (a restart ends equal too).
         assert read_jsonl(os.path.join(workdir, "invocations.jsonl"))[-1] == {
-            "resumed": True, "done_batches": done, "todo_batches": len(units) - done,
+            "resumed": left_results, "done_batches": done, "todo_batches": len(units) - done,
             "first_batch": done if done < len(units) else None, "ran_batches": len(units) - done}, trial
         with open(os.path.join(workdir, "summary.json")) as f, open(os.path.join(reference, "summary.json")) as g:
             assert json.load(f) == json.load(g)
+    # At least one kill landed mid-run, so the resume checks above were not all of a fresh or finished run.
+    assert any(0 < done < len(units) for done in finished_at_kill), finished_at_kill
 
 
 @pytest.mark.slow
@@ -128,17 +134,24 @@ def test_training_killed_at_random_points_resumes_to_bitwise_equal_parameters(tm
     with Checkpointer(os.path.join(reference, "checkpoints")) as ckpt:
         expected = ckpt.read_arrays()
     rng = random.Random(1)
+    saved_at_kill = []
     for trial in range(5):
         workdir = str(tmp_path / f"trial{trial}")
         _kill_at(command, workdir, rng.uniform(10.0, 60.0))
         with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
             saved = ckpt.latest_step() or 0
+        saved_at_kill.append(saved)
         _finish(command, workdir)
         with Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
             assert ckpt.latest_step() == 24
             got = ckpt.read_arrays()
-        # It resumed at the checkpoint the kill left and ran only the remaining updates.
-        assert read_jsonl(os.path.join(workdir, "invocations.jsonl"))[-1] == {
-            "start_step": saved, "updates": 24 - saved, "resumed": saved > 0, "num_steps": 24}, trial
+        # It resumed at the checkpoint the kill left and ran only the remaining updates; a kill that came
+        # after the run had ended leaves the first run's own record, and the second command trains nothing.
+        records = read_jsonl(os.path.join(workdir, "invocations.jsonl"))
+        whole_run = {"start_step": 0, "updates": 24, "resumed": False, "num_steps": 24}
+        assert records[-1] == (whole_run if saved == 24 and records == [whole_run] else {
+            "start_step": saved, "updates": 24 - saved, "resumed": saved > 0, "num_steps": 24}), (trial, records)
         for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), trial
+    # At least one kill landed between two checkpoints of the run: that trial resumed mid-way.
+    assert any(0 < saved < 24 for saved in saved_at_kill), saved_at_kill

@@ -34,5 +34,8 @@ def test_dry_run_goes_through_every_step(tmp_path):
             doc = json.load(f)
         fractions = [w["fraction_of_bound"] for w in doc["workloads"] if "fraction_of_bound" in w]
         assert fractions and all(f > 0 for f in fractions), doc
+        for w in doc["workloads"]:  # the fraction is the measured rate over the bound the report states
+            if "fraction_of_bound" in w:
+                assert w["fraction_of_bound"] == pytest.approx(w["ours"] / w["bound"]["value"], rel=1e-9), w
         assert float(printed[label]) == pytest.approx(fractions[-1], abs=1e-3)
         assert doc["workloads"][0]["name"].startswith("tiny")

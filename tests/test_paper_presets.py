@@ -179,6 +179,9 @@ def test_dry_run_of_every_paper_preset_plans_from_config_json(paper_world, modul
     assert text.startswith("plan:") and "memory per device" in text and "hours on 8 device(s)" in text
     generated = int(re.search(r"tokens to generate: ([\d,]+)", text).group(1).replace(",", ""))
     assert generated > 0
+    if module is inference_sharpening:  # every model, every prompt: greedy + N samples of up to 512 tokens
+        assert generated == (len(PROTOCOL["inference_models"]) * sum(PROTOCOL["inference_tasks"].values())
+                             * (1 + PROTOCOL["n_max"]) * PROTOCOL["max_new_tokens"])
     totals = [float(x) for x in re.findall(r"total\s+([\d.]+) GiB", text)]
     assert totals and all(t > 1.0 for t in totals)  # at least the bf16 parameters of a >= 3B model
 

@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -28,6 +27,7 @@ from conftest import REPO
 from experiments import pit as experiment
 from experiments import training_run
 from experiments.configs import pit as configs
+from resume_lib import assert_bitwise_equal, kill_after_first_checkpoint
 from sharpen_jax.jsonl import read_json, read_jsonl
 from sharpen_jax.tasks import preferences
 from sharpen_jax.training import Checkpointer
@@ -45,27 +45,9 @@ def _launch(workdir: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_after_first_checkpoint(proc: subprocess.Popen, stage_dir: str, timeout: float = 1200) -> None:
-    directory = os.path.join(stage_dir, "checkpoints")
-    deadline = time.time() + timeout
-    while not (os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))):
-        assert proc.poll() is None, f"run ended before the stage's first checkpoint: {proc.communicate()[1][-3000:]}"
-        assert time.time() < deadline, "run too slow"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def _latest(stage_dir: str):
     with Checkpointer(os.path.join(stage_dir, "checkpoints")) as ckpt:
         return ckpt.latest_step(), ckpt.read_arrays()
-
-
-def _assert_bitwise_equal(a, b) -> None:
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b) > 0
-    for x, y in zip(leaves_a, leaves_b):
-        assert np.asarray(x).dtype == np.asarray(y).dtype and np.asarray(x).tobytes() == np.asarray(y).tobytes()
 
 
 def _results_without_paths(workdir: str) -> dict:
@@ -79,7 +61,7 @@ def test_smoke_run_killed_in_improver_sft_resumes_bitwise_equal(tmp_path):
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
     reference = _launch(full)
     victim = _launch(killed)
-    _kill_after_first_checkpoint(victim, os.path.join(killed, "improver_sft"))
+    kill_after_first_checkpoint(victim, os.path.join(killed, "improver_sft"), timeout=1200)
     assert victim.returncode == -signal.SIGKILL
     saved_at_kill, _ = _latest(os.path.join(killed, "improver_sft"))
     assert saved_at_kill is not None and 0 < saved_at_kill < IMPROVER_STEPS, saved_at_kill
@@ -109,7 +91,7 @@ def test_smoke_run_killed_in_improver_sft_resumes_bitwise_equal(tmp_path):
         step_full, tree_full = _latest(os.path.join(full, stage))
         step_killed, tree_killed = _latest(os.path.join(killed, stage))
         assert step_full == step_killed == steps[stage], stage
-        _assert_bitwise_equal(tree_full, tree_killed)
+        assert_bitwise_equal(tree_full, tree_killed)
     for kind in ("solver", "corruption"):
         with open(os.path.join(full, f"preferences-{kind}.jsonl")) as a, \
                 open(os.path.join(killed, f"preferences-{kind}.jsonl")) as b:
@@ -147,8 +129,8 @@ def test_improver_stage_interrupted_after_a_checkpoint_resumes_bitwise_equal(tmp
     # a resume (from update 2, two updates), not a restart
     assert read_jsonl(os.path.join(stopped, "invocations.jsonl")) == [
         {"start_step": 2, "updates": 2, "resumed": True, "num_steps": 4}]
-    _assert_bitwise_equal(params_full, params_resumed)
-    _assert_bitwise_equal(_latest(full)[1], _latest(stopped)[1])
+    assert_bitwise_equal(params_full, params_resumed)
+    assert_bitwise_equal(_latest(full)[1], _latest(stopped)[1])
     # and the stage trained: the improver differs from the base model
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params_full),
                                                          jax.tree.leaves(setup.base_params)))

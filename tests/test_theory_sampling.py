@@ -44,8 +44,13 @@ def test_best_of_n_grid_is_the_best_of_the_first_n_samples():
 
 def test_best_of_n_success_rate_is_one_minus_one_minus_p_to_the_n():
     scan = validation.best_of_n_scan(jax.random.key(3), [0.4, 0.05, 0.01], (1, 5, 20, 100), num_trials=2000)
+    p_PG, n_PG = np.meshgrid(scan["target_prob"], scan["sample_sizes"], indexing="ij")
+    np.testing.assert_allclose(scan["exact"], 1 - (1 - p_PG) ** n_PG, rtol=1e-6)
     z = np.abs(scan["success_rate"] - scan["exact"]) / np.maximum(scan["standard_error"], 1 / 2000)
     assert z.max() < 4.5
+    # Power: the same 4.5-s.e. test rejects the success rates of a target mass 20% smaller, 0.8 p.
+    z_wrong = np.abs(scan["success_rate"] - (1 - (1 - 0.8 * p_PG) ** n_PG)) / scan["standard_error"]
+    assert z_wrong.max() > 4.5, z_wrong
     bound = math.ceil(math.log(1 / 0.1) / 0.05)   # N >= log(1/rho)/p gives success >= 1 - rho
     rate = validation.best_of_n_scan(jax.random.key(4), [0.05], (bound,), num_trials=4000)["success_rate"][0, 0]
     assert rate >= 0.9 - 3 * math.sqrt(0.09 / 4000)
