@@ -1,6 +1,6 @@
 """GGUF files (llama.cpp format) read with the `gguf` package: config, tensors and tokenizer metadata.
 
-Tensors are exposed under Hugging Face names in HF layout so that `weights.assemble` serves both
+Tensors are exposed under Hugging Face names in HF layout so that `sharded_read.assemble` serves both
 formats. llama.cpp's converter permutes the rows of the Q and K projections of llama-architecture
 models (it uses interleaved RoPE; we use HF's rotate-half), so those rows are permuted back here. Gemma 3 is not permuted (llama.cpp runs it with
 NeoX-style rotate-half RoPE), but its converter stores every RMSNorm weight as 1 + w (it folds in
