@@ -6,7 +6,7 @@ already on device: an 8B checkpoint never needs two full host copies.
 
 Per-shard reads (`sharpen_jax.sharded_read`): the readers return lazily indexed tensors and
 `sharded_read.assemble` builds each parameter from only the index ranges this process's devices
-hold. GGUF tensors are still dequantized whole (a numpy array) and then sliced.
+hold; from GGUF only the quantization blocks of those ranges are dequantized (`gguf_reader.GGUFTensor`).
 """
 
 from __future__ import annotations
