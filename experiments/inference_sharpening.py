@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import zlib
 
@@ -169,21 +170,25 @@ def run_unit(config, unit: Unit, task, stop: StopSpec, policy: LoadedModel, ref:
     entry = config.tasks[unit.task]
     examples = [task.examples(config.split)[i] for i in unit.indices]
     prompts = [task.format_prompt(ex, num_shots=entry.num_shots) for ex in examples]
-    prompt_tokens = [policy.tokenizer.encode(p) for p in prompts]
+    encode = functools.lru_cache(maxsize=None)(lambda i: policy.tokenizer.encode(prompts[i]))
+    # on a mesh each process encodes only the prompt rows it supplies to the sampler
+    source = sampling.LocalPrompts(len(prompts), lambda idx: [encode(int(i)) for i in idx]) if mesh is not None \
+        else [encode(i) for i in range(len(prompts))]
     common_args = dict(max_new_tokens=entry.max_new_tokens, stop=stop, mesh=mesh, max_rows=config.max_rows,
                        pad_id=policy.tokenizer.pad_id)
     bar.set_postfix_str(f"{unit.task}: greedy")
-    greedy = sampling.sample(policy.params, policy.config, prompt_tokens, num_samples=1, temperature=0.0,
+    greedy = sampling.sample(policy.params, policy.config, source, num_samples=1, temperature=0.0,
                              **common_args)
     bar.set_postfix_str(f"{unit.task}: sampling")
-    out = sampling.sample(policy.params, policy.config, prompt_tokens, num_samples=config.num_samples,
+    out = sampling.sample(policy.params, policy.config, source, num_samples=config.num_samples,
                           temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                           rng=unit_rng(config, unit), **common_args)
     decode = lambda o, i, j: stop.cut_text(policy.tokenizer.decode(o.tokens[i, j, :o.lengths[i, j]]))[0]  # noqa: E731
     texts = [[decode(out, i, j) for j in range(config.num_samples)] for i in range(len(examples))]
     grades = [[task.grade(ex, text) for text in row] for ex, row in zip(examples, texts)]
     bar.set_postfix_str(f"{unit.task}: scoring")
-    token_logprobs = out.model_logprobs if ref is policy else rescore(ref, prompt_tokens, out, config.score_batch_size)
+    token_logprobs = out.model_logprobs if ref is policy else rescore(
+        ref, [encode(i) for i in range(len(prompts))], out, config.score_batch_size)
     inputs = rewards.RewardInputs.build(prompts, [ex.question for ex in examples], texts, token_logprobs,
                                         out.lengths, [[g.extracted for g in row] for row in grades])
     scores = {name: fn(inputs) for name, fn in reward_fns.items()}

@@ -18,6 +18,7 @@ flags or the environment and converts between host numpy arrays and global array
                                (make_array_from_process_local_data)
     global_rows(read, idx, s)  the global batch of data-set rows idx, each process reading only
                                its own slice of them (process_local_rows)
+    all_process_rows(x)        every process's host rows, concatenated in process order, on every process
     to_host(tree)              global arrays -> full numpy arrays on every process
                                (multihost_utils.process_allgather where a process lacks shards)
     is_main_process(), on_main(fn, ...)   process 0 alone writes results, summaries, metrics
@@ -168,6 +169,14 @@ def global_rows(read_rows: Callable[[np.ndarray], Any], indices: np.ndarray, row
     so no process reads another's rows and the batch is the same whatever the process count."""
     indices = np.asarray(indices)
     return from_process_local(read_rows(indices[process_local_rows(len(indices))]), row_sharding)
+
+
+def all_process_rows(x_R: np.ndarray) -> np.ndarray:
+    """Every process's rows `x_R` concatenated in process order, on every process (a collective:
+    multihost_utils.process_allgather; `x_R` itself on one process)."""
+    if jax.process_count() == 1:
+        return np.asarray(x_R)
+    return np.asarray(multihost_utils.process_allgather(np.asarray(x_R), tiled=True))
 
 
 def to_host(tree: Any) -> Any:

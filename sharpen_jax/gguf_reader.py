@@ -1,6 +1,6 @@
 """GGUF files (llama.cpp format) read with the `gguf` package: config, tensors and tokenizer metadata.
 
-Tensors are exposed under Hugging Face names in HF layout so that `weights.assemble` serves both
+Tensors are exposed under Hugging Face names in HF layout so that `sharded_read.assemble` serves both
 formats. llama.cpp's converter permutes the rows of the Q and K projections of llama-architecture
 models (it uses interleaved RoPE; we use HF's rotate-half), so those rows are permuted back here. Gemma 3 is not permuted (llama.cpp runs it with
 NeoX-style rotate-half RoPE), but its converter stores every RMSNorm weight as 1 + w (it folds in
@@ -122,17 +122,68 @@ def config_from_gguf(gguf_reader, path: str) -> TransformerConfig:
         sliding_window=int(window) if window else None, architecture=arch, **gemma)
 
 
-def open_gguf(path: str) -> tuple[TransformerConfig, Callable[[str], np.ndarray | None]]:
-    """(config, read) where read(hf_name) dequantizes one tensor to float32 in HF layout."""
-    import gguf
+class GGUFTensor:
+    """One memory-mapped GGUF tensor in HF layout ([out, in]: ggml's dimensions reversed), read lazily.
 
+    `.shape`, and `[rows, cols]` (slices with step 1) dequantizes only what that index covers. ggml
+    stores a tensor row by row, and a quantized row as blocks of `block` values along the last
+    axis, each `block_bytes` bytes (Q8_0: 32 values in 34 bytes, Q4_K: 256 in 144, Q6_K: 256 in
+    210; float types: one value per element): a range of rows is a contiguous byte range, and a
+    range of columns within them is a range of whole blocks. Only those blocks are dequantized
+    (`gguf.quants.dequantize` on the sliced bytes; it works block by block, so the values are
+    bitwise those of the whole tensor's dequantization), then trimmed to the columns asked for.
+    `rows_unit` rows are read together: a head's rows for Q/K, whose row permutation (see
+    `unpermute_rows`) mixes rows within a head; `fix(block_RC, units)` is that per-tensor correction.
+    """
+
+    def __init__(self, tensor, path: str, rows_unit: int = 1,
+                 fix: Callable[[np.ndarray, int], np.ndarray] | None = None):
+        import gguf
+
+        self.tensor, self.where, self.rows_unit, self.fix = tensor, f"{path}: tensor {tensor.name}", rows_unit, fix
+        self.shape = tuple(int(d) for d in reversed(tensor.shape))
+        if len(self.shape) > 2:
+            raise GGUFError(f"{self.where} has shape {self.shape}; expected a vector or a matrix")
+        # the reader exposes F32/F16 as typed arrays, every other type as the raw bytes of its blocks
+        typed = tensor.data.dtype != np.uint8
+        self.block, self.block_bytes = (1, 1) if typed else gguf.GGML_QUANT_SIZES[tensor.tensor_type]
+
+    def __getitem__(self, index) -> np.ndarray:
+        import gguf
+
+        index = (index if isinstance(index, tuple) else (index,)) + (slice(None),) * len(self.shape)
+        asked = [range(n)[i] for n, i in zip(self.shape, index)]
+        if any(r.step != 1 for r in asked):
+            raise ValueError(f"{self.where}: index {index[:len(self.shape)]} has a step; expected contiguous ranges")
+        # a vector (norm, bias) is one row, read whole
+        rows, cols = (range(1), range(self.shape[0])) if len(self.shape) == 1 else asked
+        unit = self.rows_unit
+        row0, row1 = rows.start // unit * unit, -(-rows.stop // unit) * unit
+        col0, col1 = cols.start // self.block, -(-cols.stop // self.block)
+        data = self.tensor.data.reshape(-1, self.tensor.data.shape[-1])
+        raw = np.ascontiguousarray(data[row0:row1, col0 * self.block_bytes:col1 * self.block_bytes])
+        try:
+            value_RC = gguf.quants.dequantize(raw, self.tensor.tensor_type).astype(np.float32)
+        except Exception as err:
+            raise GGUFError(f"{self.where}: cannot dequantize ({err})") from err
+        if self.fix is not None:
+            value_RC = self.fix(value_RC, (row1 - row0) // unit)
+        if len(self.shape) == 1:
+            return value_RC.reshape(-1)[asked[0].start:asked[0].stop]
+        first = col0 * self.block
+        return value_RC[rows.start - row0:rows.stop - row0, cols.start - first:cols.stop - first]
+
+
+def open_gguf(path: str) -> tuple[TransformerConfig, Callable[[str], GGUFTensor | None]]:
+    """(config, read) where read(hf_name) is that tensor in HF layout as a lazily read `GGUFTensor`
+    (float32 values; Q/K rows unpermuted, Gemma 3 norms without their stored + 1)."""
     gguf_reader = reader(path)
     config = config_from_gguf(gguf_reader, path)
     tensors = {t.name: t for t in gguf_reader.tensors}
     permuted = config.architecture in ("llama", "mistral")
     gemma = config.architecture == "gemma3"
 
-    def read(hf_name: str) -> np.ndarray | None:
+    def read(hf_name: str) -> GGUFTensor | None:
         gguf_name = None
         for pattern, replacement in (_GEMMA3_HF_TO_GGUF if gemma else ()) + _HF_TO_GGUF:
             if re.match(pattern, hf_name):
@@ -141,17 +192,10 @@ def open_gguf(path: str) -> tuple[TransformerConfig, Callable[[str], np.ndarray 
         if gguf_name is None or gguf_name not in tensors:
             return None
         tensor = tensors[gguf_name]
-        try:
-            value = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-        except Exception as err:
-            raise GGUFError(f"{path}: cannot dequantize tensor {gguf_name} ({err})") from err
-        value = value.reshape(tuple(int(d) for d in reversed(tensor.shape)))
-        if permuted and gguf_name.endswith("attn_q.weight"):
-            value = unpermute_rows(value, config.num_heads)
-        elif permuted and gguf_name.endswith("attn_k.weight"):
-            value = unpermute_rows(value, config.num_kv_heads)
-        elif gemma and gguf_name.endswith("norm.weight"):
-            value = value - np.float32(1.0)
-        return value
+        if permuted and gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+            return GGUFTensor(tensor, path, config.head_dim, unpermute_rows)
+        if gemma and gguf_name.endswith("norm.weight"):
+            return GGUFTensor(tensor, path, fix=lambda value, _: value - np.float32(1.0))
+        return GGUFTensor(tensor, path)
 
     return config, read

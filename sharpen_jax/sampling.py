@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.struct
 import jax
@@ -205,11 +205,14 @@ def _decode(params, config: TransformerConfig, settings: _Settings, cache, first
 
 
 def _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, max_rows) -> list[list[int]]:
-    """The prompts as lists of ints, after checking every argument on the host (sharpen_jax.checks)."""
-    if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
+    """The prompts as lists of ints (`LocalPrompts` as they are: each process checks its own rows when it
+    encodes them), after checking every argument on the host (sharpen_jax.checks)."""
+    if isinstance(prompts, LocalPrompts):
+        checks.integer("prompts.count", prompts.count, 1)
+    elif isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__len__"):
         raise TypeError(f"prompts is a {type(prompts).__name__}; expected a sequence of prompts, each a sequence "
                         f"of token ids")
-    if len(prompts) == 0:
+    elif len(prompts) == 0:
         raise ValueError("prompts is empty; expected at least one prompt (a sequence of token ids)")
     checks.integer("num_samples", num_samples, 1)
     checks.integer("max_new_tokens", max_new_tokens, 1)
@@ -217,8 +220,15 @@ def _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, 
     checks.integer("top_k", top_k, 0)
     checks.number("top_p", top_p, minimum=0, maximum=1, strict_minimum=True)
     checks.integer("max_rows", max_rows, 1)
-    token_lists = [checks.token_list(f"prompts[{i}]", prompt, config.vocab_size) for i, prompt in enumerate(prompts)]
-    for i, prompt in enumerate(token_lists):
+    if isinstance(prompts, LocalPrompts):
+        return prompts
+    return _token_lists(config, prompts, range(len(prompts)), max_new_tokens)
+
+
+def _token_lists(config, prompts, indices, max_new_tokens) -> list[list[int]]:
+    """prompts[k] (the prompt numbered indices[k]) as a checked list of token ids, for every k."""
+    token_lists = [checks.token_list(f"prompts[{i}]", prompt, config.vocab_size) for i, prompt in zip(indices, prompts)]
+    for i, prompt in zip(indices, token_lists):
         if len(prompt) == 0:
             raise ValueError(f"prompts[{i}] is empty; every prompt needs at least one token")
         if len(prompt) + max_new_tokens > config.max_seq_len:
@@ -227,7 +237,45 @@ def _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, 
     return token_lists
 
 
-def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], *, num_samples: int = 1,
+@dataclasses.dataclass(frozen=True)
+class LocalPrompts:
+    """`count` prompts, each process encoding only the rows it supplies: encode(indices) -> the token
+    lists of the prompts numbered `indices` (a numpy int array, possibly empty)."""
+
+    count: int
+    encode: Callable[[np.ndarray], Sequence[Sequence[int]]]
+
+
+def _micro_batch(prompts, start: int, group: int, batch: int, pad_id: int, mesh, config, max_new_tokens):
+    """(tokens_BP, valid_BP, lengths_B) of the micro-batch of prompts [start, start + group), filled up
+    to `batch` rows. From a token-list sequence every process pads every row (the filler rows copy the
+    first prompt). From `LocalPrompts` each process encodes only its own rows
+    (`distributed.process_local_rows`; its filler rows copy its first real row, or are one pad token),
+    the rows' lengths are gathered from every process to fix the common width, and the global arrays
+    are assembled with `distributed.from_process_local`. The real rows are the same either way."""
+    if not isinstance(prompts, LocalPrompts):
+        rows = list(prompts[start:start + group])
+        encoded = pad_batch(rows + [rows[0]] * (batch - group), pad_id, "left", _bucket(max(map(len, rows)), 16))
+        if mesh is None:
+            return encoded.tokens, encoded.valid, encoded.lengths
+        return (*distributed.to_global((encoded.tokens, encoded.valid), sharding.batch_sharding(mesh)),
+                encoded.lengths)
+    if mesh is None and jax.process_count() > 1:
+        raise ValueError("LocalPrompts on several processes need a mesh that spans them")
+    own = range(batch)[distributed.process_local_rows(batch)]
+    real = np.arange(own.start, min(own.stop, group))
+    rows = _token_lists(config, list(prompts.encode(start + real)), start + real, max_new_tokens)
+    rows += [rows[0] if rows else [pad_id]] * (len(own) - len(rows))
+    lengths_B = distributed.all_process_rows(np.asarray([len(r) for r in rows], np.int32))
+    encoded = pad_batch(rows, pad_id, "left", _bucket(int(lengths_B[:group].max()), 16))
+    if mesh is None:
+        return encoded.tokens, encoded.valid, lengths_B
+    return (*distributed.from_process_local((encoded.tokens, encoded.valid), sharding.batch_sharding(mesh)),
+            lengths_B)
+
+
+def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]] | LocalPrompts, *,
+           num_samples: int = 1,
            max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            stop: StopSpec | None = None, rng: jax.Array | None = None, mesh: Mesh | None = None,
            max_rows: int = 256, pad_id: int = 0, progress: bool = False) -> SampleOutput:
@@ -236,7 +284,9 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
     Prompts are processed in micro-batches of at most max(1, max_rows // num_samples) prompts.
     With a mesh, rows are sharded over its data x fsdp axes (params should be placed with
     `sharding.param_shardings(..., decode=True)`); the mesh may span several processes
-    (`distributed.global_mesh`), each passing the same prompts and receiving every output.
+    (`distributed.global_mesh`), each passing the same prompts and receiving every output, or each
+    passing `LocalPrompts` and encoding only the rows it supplies (`_micro_batch`); the samples are
+    the same either way.
     """
     prompts = _validate(config, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, max_rows)
     if rng is None and temperature > 0:
@@ -249,30 +299,28 @@ def sample(params, config: TransformerConfig, prompts: Sequence[Sequence[int]], 
     per_batch = _bucket(1 << (per_batch.bit_length() - 1), multiple_of=divisor)
     stop_args = (jnp.asarray(stop.transitions), jnp.asarray(stop.matched),
                  jnp.asarray(stop.eos_ids or (-1,), jnp.int32))
-    chunks = range(0, len(prompts), per_batch)
+    num_prompts = prompts.count if isinstance(prompts, LocalPrompts) else len(prompts)
+    chunks = range(0, num_prompts, per_batch)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="sampling", unit="batch")
     outputs = []
     for start in chunks:
-        group = list(prompts[start:start + per_batch])
-        batch = _bucket(len(group), multiple_of=divisor)
-        width = _bucket(max(len(p) for p in group), 16)
-        encoded = pad_batch(group + [group[0]] * (batch - len(group)), pad_id, "left", width)
-        tokens, valid = encoded.tokens, encoded.valid
-        if mesh is not None:  # every process holds all prompts; each places its own rows
-            tokens, valid = distributed.to_global((tokens, valid), sharding.batch_sharding(mesh))
+        group = min(per_batch, num_prompts - start)
+        batch = _bucket(group, multiple_of=divisor)
+        tokens, valid, lengths = _micro_batch(prompts, start, group, batch, pad_id, mesh, config, max_new_tokens)
+        width = tokens.shape[1]
         prompt_keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(start, start + batch))
         keys_R = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(num_samples)))(
             prompt_keys).reshape(-1)
         cache, logits = _prefill(params, config, tokens, valid, width, mesh)
-        result = _decode(params, config, settings, cache, logits, jnp.asarray(encoded.lengths, jnp.int32), keys_R,
+        result = _decode(params, config, settings, cache, logits, jnp.asarray(lengths, jnp.int32), keys_R,
                          jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), *stop_args, mesh)
-        rows = len(group) * num_samples
+        rows = group * num_samples
         outputs.append([x[:rows] for x in distributed.to_host(result)])
     tokens, lengths, done, sampling_lp, model_lp = (np.concatenate(parts) for parts in zip(*outputs))
-    b = len(prompts)
+    b = num_prompts
     return SampleOutput(tokens.reshape(b, num_samples, -1), lengths.reshape(b, num_samples),
                         done.reshape(b, num_samples), sampling_lp.reshape(b, num_samples, -1),
                         model_lp.reshape(b, num_samples, -1))

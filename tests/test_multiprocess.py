@@ -310,11 +310,11 @@ def test_two_processes_sample_score_train_and_checkpoint_like_one(tmp_path):
 SHARD_READS = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from sharpen_jax import distributed, weights
+    from sharpen_jax import distributed, sharded_read, weights
 
     distributed.initialize()
     read_elements = []
-    real_reader = weights._hf_tensor_reader
+    real_reader = sharded_read.safetensors_reader
 
     class Counted:  # a lazily indexed tensor that counts the elements each index read returns
         def __init__(self, tensor):
@@ -329,7 +329,7 @@ SHARD_READS = textwrap.dedent("""
         read = real_reader(directory)
         return lambda name: None if read(name) is None else Counted(read(name))
 
-    weights._hf_tensor_reader = counting_reader
+    sharded_read.safetensors_reader = counting_reader
     _, full = weights.load(sys.argv[1])  # on this process's first device: every element, once
     full_elements, read_elements[:] = sum(read_elements), []
     mesh = distributed.global_mesh(data=1, fsdp=2, model=4)  # fsdp spans the processes

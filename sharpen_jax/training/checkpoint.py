@@ -119,11 +119,15 @@ class Checkpointer:
         return restored["state"], dict(restored["data"] or {})
 
     def read_arrays(self, step: int | None = None) -> Any:
-        """The saved tree of `step` (default: the latest) as written; no target needed (for inspection)."""
+        """The saved tree of `step` (default: the latest) as written, on this process's first device; no
+        target needed (for inspection), whatever the mesh or process count that wrote it."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint to read in {self.directory}")
-        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        saved = self._manager.item_metadata(step)["state"]
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         return restored["state"]
 
     def restore_or_init(self, init: Any) -> tuple[Any, dict, bool]:
