@@ -210,7 +210,7 @@ def test_unknown_key_and_preset_are_named():
     config.num_round = 3
     with pytest.raises(common.ConfigError, match=r"'config.num_round'"):
         experiment.validate(config)
-    with pytest.raises(common.ConfigError, match=r"unknown preset 'tiny'.*'cpu', 'paper', 'smoke'"):
+    with pytest.raises(common.ConfigError, match=r"unknown preset 'tiny'.*'cpu', 'cpu_cross', 'paper', 'smoke'"):
         configs.get_config("tiny")
     configs.get_config("cpu")  # the cpu preset is well formed (not run: see its docstring)
 
