@@ -15,8 +15,9 @@ Presets:
   quantile 0.7, 20 LoRA steps each), self-verified and ground-truth-verified. Measured on
   2026-12-02: the gap units (34 prompt batches) took 111 minutes wall on the 2-core machine while
   another experiment shared it (load 5-13; generation 61% of the time, MC 20%, CoT-Binary and
-  CoT-Score 9% each, Tournament 2%), so the 45-minute target is unverified; results in
-  docs/GV_GAP.md. The rounds' time is not measured yet.
+  CoT-Score 9% each, Tournament 2%), and the rounds (both arms) 98.7 minutes wall, 47.9 CPU-minutes,
+  under load 5-10: the 45-minute target is missed on the shared machine (idle time not measured);
+  results in docs/GV_GAP.md.
 * `cpu_cross`: cross-verification, the issue's "SFT-sharpened checkpoint verifying the base model":
   the cpu preset's 64 arithmetic prompts x N = 16 samples of SmolLM2-135M-Instruct (the same
   sampling keys, so the same samples as the cpu run), MC-verified by the SFT-sharpened SmolLM2 of
