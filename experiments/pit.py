@@ -31,7 +31,7 @@ from experiments import common, training_run
 from experiments.configs import pit as configs
 from experiments.workdir import WorkdirLock
 from sharpen_jax import checks
-from sharpen_jax.jsonl import write_json
+from sharpen_jax.jsonl import append_jsonl, read_jsonl, write_json
 from sharpen_jax.methods import get_loss, pit, pit_inference, rlhf_sharpening
 from sharpen_jax.metrics import plot_training_curves
 from sharpen_jax.tasks import preferences, solvers
@@ -185,30 +185,58 @@ def train_rl(cfg, setup, start_params, contexts, gap_score, workdir: str) -> dic
     return policy.sampling_params(run_.state)
 
 
-def iterated_accuracy(cfg, setup, improver_params, temperature: float, *, resample: bool) -> dict:
+def _first_samples(cfg, setup, params, prompts, key, temperature: float) -> list[str]:
+    """One sample of `params` per prompt of `prompts` at `temperature`."""
+    return [s[0] for s in pit.sampled_texts(setup.sample_fn, params, setup.tokenizer, prompts, key, num_samples=1,
+                                            temperature=temperature, batch_size=cfg.sampling.batch_size,
+                                            stop_strings=setup.task.stop)]
+
+
+def iterated_accuracy(cfg, setup, improver_params, temperature: float, start: list[str], *, resample: bool) -> dict:
     """Accuracy of y^0..y^T (with standard errors) and Δ per iteration on the held-out prompts.
 
-    y^0 ~ M_P; then y^{t+1} ~ M(.|x, y^t) with M = `improver_params` under the improver prompt, or, with
-    `resample`, an independent sample of M_P (the base-model row of the table)."""
+    y^0 = `start` (samples of M_P); then y^{t+1} ~ M(.|x, y^t) with M = `improver_params` under the
+    improver prompt, or, with `resample`, an independent sample of M_P (the base-model row of the table)."""
     prompts, task, tok = setup.eval_prompts, setup.task, setup.tokenizer
     key = jax.random.key(cfg.seed + 3)
-    first = lambda params, chunk, k: [s[0] for s in pit.sampled_texts(  # noqa: E731
-        setup.sample_fn, params, tok, chunk, k, num_samples=1, temperature=temperature,
-        batch_size=cfg.sampling.batch_size, stop_strings=task.stop)]
 
     def improve(current, t):
         k = jax.random.fold_in(key, t + 1)
         if resample:
-            return first(setup.base_params, prompts, k)
+            return _first_samples(cfg, setup, setup.base_params, prompts, k, temperature)
         contexts = [{"x": x, "y_ref": y} for x, y in zip(prompts.texts, current)]
-        return first(improver_params, pit.improver_prompts(tok, contexts, cfg.pit.improver_layout), k)
+        return _first_samples(cfg, setup, improver_params, pit.improver_prompts(tok, contexts, cfg.pit.improver_layout),
+                              k, temperature)
 
-    history, _ = pit_inference.iterate_improvement(improve, first(setup.base_params, prompts, key),
-                                                   cfg.pit.num_iterations)
+    history, _ = pit_inference.iterate_improvement(improve, start, cfg.pit.num_iterations)
     correct = [np.asarray([task.grade(e, y).correct for e, y in zip(prompts.examples, ys)]) for ys in history]
     accuracy = [float(c.mean()) for c in correct]
     return {"accuracy": accuracy, "stderr": [float(np.sqrt(a * (1 - a) / len(prompts.examples))) for a in accuracy],
             "delta": [pit_inference.improvement_rate(a, b) for a, b in zip(correct, correct[1:])]}
+
+
+def evaluate_iterates(cfg, setup, improver_params, workdir: str) -> dict:
+    """{"T=<temperature>": {"pit" | "self_refine" | "base": `iterated_accuracy` row}} at each temperature.
+
+    The three rows of a temperature share y^0 (the same M_P samples). Each finished row is appended to
+    DIR/iterates.jsonl, so a resume after a kill redoes only the rows not written yet."""
+    path = os.path.join(workdir, "iterates.jsonl")
+    done = {(r["temperature"], r["model"]): r["row"] for r in read_jsonl(path)}
+    models = {"pit": (improver_params, False), "self_refine": (setup.base_params, False),
+              "base": (setup.base_params, True)}
+    after = {}
+    for temperature in temperatures(cfg):
+        start = []
+        for model, (params, resample) in models.items():
+            if (temperature, model) not in done:
+                if not start:
+                    start = _first_samples(cfg, setup, setup.base_params, setup.eval_prompts,
+                                           jax.random.key(cfg.seed + 3), temperature)
+                row = iterated_accuracy(cfg, setup, params, temperature, start, resample=resample)
+                common.write_on_main(append_jsonl, path, [{"temperature": temperature, "model": model, "row": row}])
+                done[temperature, model] = row
+        after[f"T={temperature}"] = {model: done[temperature, model] for model in models}
+    return after
 
 
 def reward_accuracy(cfg, setup, backbone, head) -> dict:
@@ -241,12 +269,7 @@ def _run(cfg, workdir, task, sample_fn) -> dict:
         refs = [own[p.prompt] for p in pairs] if stage == "stage1" else None
         params = train_rl(cfg, setup, params, pit.rl_reward_inputs(pairs, stage, refs), gap_score,
                           os.path.join(workdir, f"rl_{stage}"))
-    after = {}
-    for temperature in temperatures(cfg):
-        after[f"T={temperature}"] = {
-            "pit": iterated_accuracy(cfg, setup, params, temperature, resample=False),
-            "self_refine": iterated_accuracy(cfg, setup, setup.base_params, temperature, resample=False),
-            "base": iterated_accuracy(cfg, setup, setup.base_params, temperature, resample=True)}
+    after = evaluate_iterates(cfg, setup, params, workdir)
     stages = ["reward_model", "improver_sft"] + [f"rl_{s}" for s in _split(cfg.pit.stages)]
     curves = {s: common.write_on_main(plot_training_curves, os.path.join(workdir, s, "metrics.jsonl"),
                                       os.path.join(workdir, s, "training_curves.png")) for s in stages}

@@ -39,12 +39,14 @@ ScoreFn = Callable[["PromptSet", np.ndarray, np.ndarray, np.ndarray], np.ndarray
 def make_sampler(config: TransformerConfig, tokenizer: Any, *, max_new_tokens: int,
                  stop_strings: Sequence[str] = (), max_rows: int = 256, mesh=None) -> SampleFn:
     """A `SampleFn` over `sharpen_jax.sampling.sample`; temperature 0 is greedy. Completions end with
-    (and include) the EOS or stop-string-completing token. With a `mesh`, rows are sharded over it."""
+    (and include) the EOS or stop-string-completing token. With a `mesh`, rows are sharded over it and
+    each process hands the sampler only the prompt rows its devices hold (`sampling.LocalPrompts`)."""
     stop = StopSpec.from_tokenizer(tokenizer, tuple(stop_strings))
 
     def sample_fn(params, prompt_tokens_BP, prompt_valid_BP, key, num_samples: int, temperature: float):
-        prompts = [row[valid].tolist() for row, valid in zip(np.asarray(prompt_tokens_BP),
-                                                             np.asarray(prompt_valid_BP, bool))]
+        tokens_BP, valid_BP = np.asarray(prompt_tokens_BP), np.asarray(prompt_valid_BP, bool)
+        rows = lambda idx: [tokens_BP[i][valid_BP[i]].tolist() for i in idx]  # noqa: E731
+        prompts = rows(range(len(tokens_BP))) if mesh is None else sampling.LocalPrompts(len(tokens_BP), rows)
         out = sampling.sample(params, config, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
                               temperature=float(temperature), stop=stop, rng=key, max_rows=max_rows,
                               pad_id=tokenizer.pad_id, mesh=mesh)

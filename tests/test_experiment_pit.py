@@ -39,6 +39,16 @@ def test_smoke_preset_runs_end_to_end_and_a_rerun_reports_it(tmp_path):
         assert os.path.isfile(tmp_path / stage / "training_curves.png"), stage
     again = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "this run has finished" in again.stdout, again.stderr[-2000:]
+    # a run killed during the evaluation: only the rows missing from iterates.jsonl are redone
+    lines = (tmp_path / "iterates.jsonl").read_text().splitlines(keepends=True)
+    assert [json.loads(line)["model"] for line in lines] == ["pit", "self_refine", "base"]
+    (tmp_path / "iterates.jsonl").write_text("".join(lines[:1]))
+    os.remove(tmp_path / "results.json")
+    resumed = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert (tmp_path / "iterates.jsonl").read_text().splitlines(keepends=True)[:1] == lines[:1]
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["after"] == results["after"]
 
 
 def _config(**changes):
