@@ -33,8 +33,9 @@ RESULTS = "results.json"
 RUN_CONTROL_KEYS = ("progress", common.DISTRIBUTED_KEY)  # may differ between a run and its resumption
 
 
-def validate(cfg, reference, *, self_rewards) -> tasks.Task:
-    """Check every key the experiments share before the workdir is touched or a model loaded; returns the task.
+def validate(cfg, reference, *, self_rewards, check_task: bool = True) -> tasks.Task | None:
+    """Check every key the experiments share before the workdir is touched or a model loaded; returns the task
+    (None with `check_task` False: an experiment whose prompts come from elsewhere checks config.task itself).
 
     Method-specific keys are checked by the experiment itself (after this).
     """
@@ -72,6 +73,8 @@ def validate(cfg, reference, *, self_rewards) -> tasks.Task:
     common.check_int(cfg, "train.eval_every", 0)
     check_mesh(cfg)
     common.check_int(cfg, "task.num_shots", 0)
+    if not check_task:
+        return None
     common.check_int(cfg, "task.num_train_prompts", 1)
     common.check_int(cfg, "task.num_eval_prompts", 1)
     if cfg.task.data_dir and not os.path.isdir(cfg.task.data_dir):
@@ -240,14 +243,15 @@ def identity(cfg, task, extra_data: dict | None = None) -> dict:
     return workdir_lib.run_identity(models, data)
 
 
-def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None, *, extra_data: dict | None = None
-          ) -> tuple[Setup | None, dict | None, dict | None]:
+def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None, *, extra_data: dict | None = None,
+          evaluate_base: bool = True) -> tuple[Setup | None, dict | None, dict | None]:
     """Start (or resume) a validated run: (setup, base-model metrics, None), or (None, None, results) for a
     run that has finished, which is reported without loading anything.
 
     Records config and identity in the workdir first (a resume must match both; `extra_data` adds
-    fingerprints of other inputs); the base model is evaluated once per workdir. Call it holding the
-    workdir's lock (`workdir.WorkdirLock`).
+    fingerprints of other inputs); the base model is evaluated once per workdir (not at all, with
+    metrics {}, when not `evaluate_base`: a task with no grader). Call it holding the workdir's lock
+    (`workdir.WorkdirLock`).
     """
     workdir_lib.prepare_workdir(workdir, cfg, identity(cfg, task, extra_data), ignore=RUN_CONTROL_KEYS)
     finished = finished_results(workdir)
@@ -258,16 +262,21 @@ def begin(cfg, workdir: str, task, sample_fn: rollouts.SampleFn | None = None, *
     print(f"{'resuming' if os.path.exists(os.path.join(workdir, 'checkpoints')) else 'starting'}: outputs go to "
           f"{workdir} (results.json, metrics.jsonl, tensorboard/, checkpoints/)")
     setup = prepare(cfg, task, sample_fn)
+    if not evaluate_base:
+        return setup, {}, None
     return setup, base_evaluation(setup, workdir, cfg.eval, cfg.seed, cfg.progress), None
 
 
 def train(cfg, setup: Setup, workdir: str, *, loss: LossEntry, hyperparameters: dict, num_steps: int,
           batch_for_step: Callable[[Policy, TrainState, int], tuple[dict, float]],
-          eval_hook: Callable[[TrainState, dict], None] | None = None) -> tuple[TrainRun, Policy]:
+          eval_hook: Callable[[TrainState, dict], None] | None = None, evaluate_policy: bool = True
+          ) -> tuple[TrainRun, Policy]:
     """Train with the registered `loss` for `num_steps` updates (resuming from the workdir's checkpoints).
 
     `batch_for_step(policy, state, step)` gives update `step`'s batch and the number of tokens it puts
-    through the policy; `eval_hook(state, metrics)` may add to (or act on) the held-out metrics.
+    through the policy; the policy's held-out Table-1 metrics are logged at the start, every
+    config.train.eval_every updates and at the end (never without `evaluate_policy`: a task with no
+    grader), and `eval_hook(state, metrics)` may add to (or act on) them.
     """
     policy, init_state, tx, schedule = make_policy(cfg, setup, num_steps)
     mesh_kwargs = {}
@@ -292,7 +301,8 @@ def train(cfg, setup: Setup, workdir: str, *, loss: LossEntry, hyperparameters: 
         return metrics
 
     run = train_loop(init_state, update, workdir=workdir, num_steps=num_steps, save_every=cfg.train.save_every,
-                     log_every=cfg.train.log_every, eval_every=cfg.train.eval_every, eval_fn=eval_fn,
+                     log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
+                     eval_fn=eval_fn if evaluate_policy else None,
                      max_to_keep=cfg.train.max_to_keep, progress=cfg.progress)
     print(f"trained updates {run.start_step}..{num_steps} ({run.num_updates} this run"
           f"{', resumed from a checkpoint' if run.resumed else ''})")
@@ -300,17 +310,18 @@ def train(cfg, setup: Setup, workdir: str, *, loss: LossEntry, hyperparameters: 
 
 
 def dry_run(cfg, *, devices: int, tokens_per_s: float, num_steps: int, rows_per_step: int, samples_per_prompt: int,
-            sampled_rows: int, rescored_rows: int, lines: tuple[str, ...]) -> str:
+            sampled_rows: int, rescored_rows: int, lines: tuple[str, ...], evaluations: int | None = None) -> str:
     """The dry run of a validated training config (`experiments.plan`): `sampled_rows` training
     samples, `samples_per_prompt` per prompt (and `rescored_rows` of them scored again under the
-    base model), `num_steps` updates of `rows_per_step` rows, plus the held-out evaluations;
-    memory on the config's mesh."""
+    base model), `num_steps` updates of `rows_per_step` rows, plus the held-out evaluations
+    (`evaluations` completions, or by default the Table-1 evaluations of config.eval); memory on the
+    config's mesh."""
     config = plan.model_config(cfg.model, cfg.tokenizer, cfg.random_model.to_dict(), cfg.dtype)
     sizes = {axis: cfg.mesh[axis] for axis in ("data", "fsdp", "model")}
     used = 1 if set(sizes.values()) == {1} else devices
     mesh = plan.mesh_for(used, **sizes)
     new = cfg.sampling.max_new_tokens
-    evals = 2 * cfg.task.num_eval_prompts * (1 + cfg.eval.num_samples)
+    evals = 2 * cfg.task.num_eval_prompts * (1 + cfg.eval.num_samples) if evaluations is None else evaluations
     if cfg.train.eval_every:
         evals += (num_steps // cfg.train.eval_every) * cfg.eval.num_prompts_during_training * (
             1 + cfg.eval.num_samples_during_training)

@@ -9,6 +9,7 @@ target), so a reader sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import warnings
@@ -31,13 +32,14 @@ def read_jsonl(path: str | os.PathLike, *, missing_ok: bool = True,
 
 def read_numbered_jsonl(path: str | os.PathLike, *, missing_ok: bool = True,
                         error: type[ValueError] = JsonlError) -> list[tuple[int, dict]]:
-    """(1-based line number, record) for each record of a JSON-lines file; see `read_jsonl`."""
+    """(1-based line number, record) for each record of a JSON-lines file (gzip-compressed when its name
+    ends in .gz); see `read_jsonl`."""
     path = os.fspath(path)
     if not os.path.exists(path):
         if missing_ok:
             return []
         raise error(f"{path}: no such file")
-    with open(path, "rb") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
         raw = f.read()
     lines = raw.split(b"\n")
     cut_last = not raw.endswith(b"\n")

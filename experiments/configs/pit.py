@@ -18,6 +18,16 @@ Presets:
          1 pair (2 pairs = 8 rows of about 550 tokens took more than 20 GB and were OOM-killed),
          improver SFT 16 steps, RL 6 steps per stage. No corruption ladder, so no R_PIT held-out accuracy.
          NOT measured yet: the run time and result of cpu and cpu_gsm8k are unknown.
+  paper  PIT on Anthropic HH-RLHF (Wang et al. 2023, Sec. 4; experiments.pit_files) for one host of 8
+         accelerators: the dialogues of $SHARPEN_JAX_DATA_DIR/hh-rlhf/*/train.jsonl.gz (the official
+         subsets, each a shard; read from local copies, no hub), the first 16,384 pairs for training
+         and the first 1,024 pairs of hh-rlhf/*/test.jsonl.gz held out; Mistral-7B-Instruct-v0.3 in
+         bfloat16 with LoRA r=16 (PaLM 2, the paper's backbone, is not open), the three models'
+         parameters sharded over the fsdp axis of every device. R_PIT and the improver SFT one epoch
+         (512 steps of 32 pairs), RL 256 steps of 16 contexts x 4 samples per stage, β = 0.1 (the
+         paper reports neither its RL algorithm nor β), T = 5 at temperatures 0.4-1.0 (Fig. 3's
+         range). Judged by R_PIT (no grader, no GPT-4 here). For TL;DR set preference_format="tldr"
+         and the comparison files. Planned with --dry_run; never run here (no accelerator, no data).
 Results land in DIR/results.json ("before": the base model's Table-1 metrics; "after": accuracy of
 y^0..y^T with standard errors and Δ per iteration for PIT, Self-Refine and the base model at each
 temperature; "reward_model": R_PIT's held-out pairwise accuracy), the training curves of each stage
@@ -27,8 +37,9 @@ key is an error.
 
 import ml_collections
 
-from experiments import common
+from experiments import common, pit_files
 from experiments.configs import sharpening_training
+from experiments.models import checkpoint_dir
 from sharpen_jax.methods import pit
 
 
@@ -53,7 +64,10 @@ def defaults() -> ml_collections.ConfigDict:
         beta=0.1,  # KL coefficient of the RL stages
         group_size=4,  # improver samples per (x, y_ref) in RL (leave-one-out baseline)
         num_iterations=5,  # T of the iterated improvement (the paper: 5)
-        temperatures="0.4,0.8"))  # decoding temperatures of the iterated improvement
+        temperatures="0.4,0.8",  # decoding temperatures of the iterated improvement
+        preference_file="",  # "" = pairs built from config.task; else the pairs' file(s) (experiments.pit_files)
+        preference_format="jsonl",  # layout of those files: tasks.preferences.FORMATS
+        held_out_file=""))  # "" = a seeded split of preference_file; else the held-out pairs' file(s)
     c.reward = ml_collections.ConfigDict(dict(steps=24, batch_size=2))  # R_PIT training (pairs per step)
     c.improver = ml_collections.ConfigDict(dict(steps=24, batch_size=4))  # improver SFT
     c.rl = ml_collections.ConfigDict(dict(steps=10, prompts_per_step=2))  # per RL stage
@@ -89,9 +103,29 @@ def smoke() -> ml_collections.ConfigDict:
     return c
 
 
-PRESETS = {"smoke": smoke, "cpu": defaults, "cpu_gsm8k": cpu_gsm8k}
+def paper() -> ml_collections.ConfigDict:
+    """PIT on Anthropic HH-RLHF from local files, on one accelerator host (module docstring)."""
+    c = defaults()
+    c.model = checkpoint_dir("Mistral-7B-Instruct-v0.3")
+    c.dtype = "bfloat16"
+    c.task = ml_collections.ConfigDict(dict(name=pit_files.TASK_NAME, options={}, num_shots=0,
+                                            num_train_prompts=16384, num_eval_prompts=1024, data_dir=""))
+    c.lora.update(rank=16, alpha=32.0)
+    c.sampling.update(num_samples=1, temperature=1.0, max_new_tokens=256, batch_size=64)
+    c.pit.update(kinds=pit_files.FILE_KIND, preference_file="hh-rlhf/*/train.jsonl.gz",
+                 held_out_file="hh-rlhf/*/test.jsonl.gz", preference_format="hh_rlhf",
+                 temperatures="0.4,0.6,0.8,1.0", group_size=4)
+    c.reward.update(steps=512, batch_size=32)  # one epoch of the 16,384 training pairs
+    c.improver.update(steps=512, batch_size=32)
+    c.rl.update(steps=256, prompts_per_step=16)  # per stage: 64 rows per update
+    c.train.update(save_every=64, max_to_keep=2)
+    c.mesh.update(data=1, fsdp=-1, model=1)  # parameters of the three models sharded over every device
+    return c
+
+
+PRESETS = {"smoke": smoke, "cpu": defaults, "cpu_gsm8k": cpu_gsm8k, "paper": paper}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-    """The config of `preset` (smoke, cpu or cpu_gsm8k; default cpu)."""
+    """The config of `preset` (smoke, cpu, cpu_gsm8k or paper; default cpu)."""
     return common.select_preset(preset, PRESETS, default="cpu")

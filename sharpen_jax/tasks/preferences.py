@@ -6,7 +6,11 @@ Files (read from a user's local copies; a bad row is a `TaskDataError` naming pa
   binarized layout), extra keys kept in `metadata`;
 * `read_hh_rlhf_jsonl`: Anthropic HH-RLHF lines {"chosen", "rejected"}, each a whole dialogue
   "\\n\\nHuman: ... \\n\\nAssistant: ..."; the prompt is the dialogue up to and including the last
-  "\\n\\nAssistant:", the response what follows it, and both sides must share the prompt.
+  "\\n\\nAssistant:", the response what follows it, and both sides must share the prompt;
+* `read_tldr_comparisons_jsonl`: OpenAI's summarize-from-feedback (TL;DR) comparisons.
+
+`read_preference_file` reads one or more files (shards, .gz allowed) in one of FORMATS, and
+`split_held_out` sets a seeded held-out part aside.
 
 Sets built from the project's tasks (issue 13), each a list of `PreferencePair`:
 
@@ -25,6 +29,7 @@ completions drawn for `examples[i]`; `sharpen_jax.methods.pit.sampled_texts` dra
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,6 +106,72 @@ def read_hh_rlhf_jsonl(path: str | os.PathLike) -> list[PreferencePair]:
     if not pairs:
         raise TaskDataError(f"{path}: no preference pairs; expected HH-RLHF lines with 'chosen' and 'rejected'")
     return pairs
+
+
+TLDR_TEMPLATE = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
+
+
+def read_tldr_comparisons_jsonl(path: str | os.PathLike) -> list[PreferencePair]:
+    """Pairs from OpenAI's summarize-from-feedback comparison lines (the TL;DR set: {"info": {"post",
+    "title", "subreddit", ...}, "summaries": [{"text"}, {"text"}], "choice": 0 | 1}); the prompt is
+    `TLDR_TEMPLATE` of the post, y_w the chosen summary, y_l the other."""
+    pairs = []
+    for line, record in read_jsonl(path, ()):
+        info, summaries, choice = record.get("info"), record.get("summaries"), record.get("choice")
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in ("post", "title", "subreddit")):
+            raise TaskDataError(f"{path}:{line}: expected 'info' with string fields post, title and subreddit "
+                                "(a Reddit TL;DR comparison)")
+        if (not isinstance(summaries, list) or len(summaries) != 2
+                or not all(isinstance(x, dict) and isinstance(x.get("text"), str) for x in summaries)):
+            raise TaskDataError(f"{path}:{line}: expected 'summaries', a list of two {{'text': str}} objects")
+        if choice not in (0, 1) or isinstance(choice, bool):
+            raise TaskDataError(f"{path}:{line}: 'choice'={choice!r}; expected 0 or 1 (the preferred summary)")
+        chosen, rejected = summaries[choice]["text"], summaries[1 - choice]["text"]
+        record = {"chosen": chosen, "rejected": rejected}
+        _check_nonempty(path, line, record, ("chosen", "rejected"))
+        if chosen == rejected:
+            raise TaskDataError(f"{path}:{line}: the two summaries are equal; a preference needs two different ones")
+        pairs.append(PreferencePair(TLDR_TEMPLATE.format(**{k: info[k] for k in ("subreddit", "title", "post")}),
+                                    chosen, rejected, {"line": line}))
+    if not pairs:
+        raise TaskDataError(f"{path}: no preference pairs; expected TL;DR comparison lines")
+    return pairs
+
+
+FORMATS: dict[str, Callable[[str | os.PathLike], list[PreferencePair]]] = {
+    "jsonl": read_preference_jsonl, "hh_rlhf": read_hh_rlhf_jsonl, "tldr": read_tldr_comparisons_jsonl}
+
+
+def preference_files(pattern: str) -> list[str]:
+    """The files of `pattern`: comma-separated paths or glob patterns (shards such as
+    "train-*.jsonl.gz"), each matching at least one file, in sorted order within a pattern."""
+    paths = []
+    for part in (p.strip() for p in pattern.split(",")):
+        found = sorted(glob.glob(os.path.expanduser(part))) if part else []
+        if not found:
+            raise FileNotFoundError(f"preference file {part!r} matches no file")
+        paths += found
+    return paths
+
+
+def read_preference_file(pattern: str, file_format: str) -> list[PreferencePair]:
+    """Every pair of the files of `pattern` (`preference_files`) in the layout `file_format` of FORMATS
+    (gzip-compressed files end in .gz); each pair's metadata names its file and line."""
+    if file_format not in FORMATS:
+        raise ValueError(f"preference file format={file_format!r}; expected one of {list(FORMATS)}")
+    return [dataclasses.replace(pair, metadata={**pair.metadata, "file": os.path.basename(path)})
+            for path in preference_files(pattern) for pair in FORMATS[file_format](path)]
+
+
+def split_held_out(pairs: Sequence[PreferencePair], num_held_out: int, seed: int
+                   ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(training pairs, `num_held_out` held-out pairs): a seeded permutation of the pairs, its first
+    `num_held_out` held out; the two keep the file order within themselves."""
+    if not 0 < num_held_out < len(pairs):
+        raise ValueError(f"{num_held_out} held-out pairs of {len(pairs)}; expected between 1 and {len(pairs) - 1}")
+    held = np.zeros(len(pairs), bool)
+    held[np.random.default_rng(seed).permutation(len(pairs))[:num_held_out]] = True
+    return [p for p, h in zip(pairs, held) if not h], [p for p, h in zip(pairs, held) if h]
 
 
 def write_pairs(path: str | os.PathLike, pairs: Sequence[PreferencePair]) -> None:
