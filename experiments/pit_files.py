@@ -64,6 +64,8 @@ def load_task(cfg) -> preference_file.PreferenceFileTask:
         train_files = resolve_files(cfg, cfg.pit.preference_file)
         key = "pit.held_out_file"
         held_out_files = resolve_files(cfg, cfg.pit.held_out_file) if cfg.pit.held_out_file else ""
+        if held_out_files:
+            preferences.preference_files(held_out_files)  # a bad row names its own path:line below
         key = "pit.preference_file"
         return preference_file.load_preference_task(train_files, cfg.pit.preference_format,
                                                     num_held_out=cfg.task.num_eval_prompts,

@@ -77,7 +77,62 @@ CASES = [
     ]]
 
 
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def _file_config(tmp, rows=None, **changes):
+    """The smoke config on a preference file of 24 one-digit sums written in `tmp` (or `rows`)."""
+    rows = rows if rows is not None else [json.dumps({"prompt": f"{i % 9}+1=", "chosen": f"{i % 9 + 1}",
+                                                      "rejected": f"{i % 9 + 2}"}) for i in range(24)]
+    (tmp / "pairs.jsonl").write_text("".join(r + "\n" for r in rows))
+    cfg = _config(**{"task.name": "preference_file", "task.num_shots": 0, "task.num_train_prompts": 16,
+                     "task.num_eval_prompts": 6, "pit.kinds": "file", "pit.preference_file": str(tmp / "pairs.jsonl"),
+                     "pit.preference_format": "jsonl"})
+    cfg.task.options = {}
+    for key, value in changes.items():
+        section, name = key.split(".")
+        cfg[section][name] = value
+    return cfg
+
+
+FILE_CASES = [
+    Case(f"pit file {label}", lambda tmp, rows=rows, changes=changes: experiment.run(
+        _file_config(tmp, rows, **changes), str(tmp / "wd")), ConfigError, message, workdir="wd")
+    for label, rows, changes, message in [
+        ("kinds", None, {"pit.kinds": "solver"}, r"config\.pit\.kinds='solver'.*expected 'file'"),
+        ("task name", None, {"task.name": "arithmetic"}, r"config\.task\.name='arithmetic'.*'preference_file'"),
+        ("shots", None, {"task.num_shots": 2}, r"config\.task\.num_shots=2.*expected 0"),
+        ("missing", None, {"pit.preference_file": "/nonexistent/p*.jsonl"}, r"preference_file=.*matches no file"),
+        ("format", None, {"pit.preference_format": "csv"}, r"config\.pit\.preference_format='csv'"),
+        ("held out", None, {"task.num_eval_prompts": 24}, r"24 held-out pairs of 24"),
+        ("train", None, {"task.num_train_prompts": 19}, r"19 training pairs asked for"),
+        ("bad row", ['{"prompt": "1+1=", "chosen": "2", "rejected": "3"}', "{not json"],
+         {}, r"pairs\.jsonl:2: malformed JSON"),
+        ("held-out file", None, {"pit.held_out_file": "/nonexistent/test.jsonl"},
+         r"config\.pit\.held_out_file=.*matches no file"),
+    ]] + [Case("pit kind file without a file", lambda tmp: experiment.run(_config(**{"pit.kinds": "solver,file"}),
+                                                                          str(tmp / "wd")),
+               ConfigError, r"config\.pit\.kinds=.*'file' is the pairs of config\.pit\.preference_file",
+               workdir="wd")]
+
+
+@pytest.mark.parametrize("case", CASES + FILE_CASES, ids=ids(CASES + FILE_CASES))
 def test_bad_pit_config_fails_before_any_work(case, tmp_path, monkeypatch):
     check_case(case, tmp_path, monkeypatch)
 
+
+
+def test_file_run_judges_the_iterates_with_r_pit_and_refuses_a_changed_file(tmp_path):
+    """The smoke preset on a preference file: no base-model table (no grader), R_PIT's held-out accuracy
+    on the file's held-out pairs, R_PIT's verdicts per iteration (at t = 1 the previous response is y^0,
+    so the two gaps agree exactly); a finished run is reported; an edited file refuses the resume."""
+    cfg = _file_config(tmp_path)
+    results = experiment.run(cfg, str(tmp_path / "wd"))
+    assert results["before"] == {} and results["preference_pairs"] == {"file": 16}
+    assert results["reward_model"]["pairs"] == 6 and 0.0 <= results["reward_model"]["accuracy"] <= 1.0
+    for model, row in results["after"]["T=0.6"].items():
+        assert len(row["gap_vs_first"]) == len(row["delta_vs_first"]) == cfg.pit.num_iterations, model
+        assert row["gap_vs_previous"][0] == row["gap_vs_first"][0], model
+        assert all(abs(d * 6 - round(d * 6)) < 1e-9 and -1 <= d <= 1 for d in row["delta_vs_first"]), model
+    assert experiment.run(cfg, str(tmp_path / "wd"))["after"] == results["after"]
+    with open(tmp_path / "pairs.jsonl", "a") as f:
+        f.write(json.dumps({"prompt": "1+1=", "chosen": "2", "rejected": "3"}) + "\n")
+    with pytest.raises(ConfigError, match="preference_files"):
+        experiment.run(cfg, str(tmp_path / "wd"))

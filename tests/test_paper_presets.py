@@ -9,14 +9,16 @@ checked against a hand count of each architecture's parameters and KV cache.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 
 import pytest
 
-from experiments import inference_sharpening, models, plan, rlhf_sharpening, sft_sharpening
+from experiments import inference_sharpening, models, pit, plan, rlhf_sharpening, sft_sharpening
 from experiments.configs import inference_sharpening as inference_configs
+from experiments.configs import pit as pit_configs
 from experiments.configs import rlhf_sharpening as rlhf_configs
 from experiments.configs import sft_sharpening as sft_configs
 
@@ -97,6 +99,17 @@ def write_mmlu(folder) -> None:
             (folder / split / f"{subject}_{split}.csv").write_text(rows, "utf-8")
 
 
+def write_hh_rlhf(folder) -> None:
+    """Two HH-RLHF subsets (shards) of one-turn dialogues: 9,000 training and 600 test lines each."""
+    for subset in ("harmless-base", "helpful-base"):
+        (folder / subset).mkdir(parents=True)
+        for split, size in (("train", 9000), ("test", 600)):
+            with gzip.open(folder / subset / f"{split}.jsonl.gz", "wt") as f:
+                for i in range(size):
+                    turn = f"\n\nHuman: {subset} question {i}?\n\nAssistant:"
+                    f.write(json.dumps({"chosen": f"{turn} A helpful answer.", "rejected": f"{turn} No."}) + "\n")
+
+
 @pytest.fixture()
 def paper_world(tmp_path, monkeypatch):
     """$SHARPEN_JAX_CHECKPOINTS with every paper model's config.json (and unreadable weights), and a
@@ -110,6 +123,7 @@ def paper_world(tmp_path, monkeypatch):
     write_mmlu(data / "mmlu")
     for task in ("gsm8k", "game24"):
         os.symlink(os.path.join(SHARED_DATA, task), data / task)
+    write_hh_rlhf(data / "hh-rlhf")
     monkeypatch.setenv(models.CHECKPOINTS_ENV, str(checkpoints))
     monkeypatch.setenv("SHARPEN_JAX_DATA_DIR", str(data))
     return checkpoints
@@ -168,7 +182,28 @@ def test_rlhf_paper_preset_says_it_is_our_extension_and_uses_table_1_training(pa
     assert (c.dtype, c.mesh.data) == ("bfloat16", -1)
 
 
+def test_pit_paper_preset_reads_hh_rlhf_shards_and_plans_every_iteration(paper_world):
+    """PIT (Wang et al. 2023, Sec. 4): HH-RLHF, T = 5, both curriculum stages, Fig. 3's temperatures;
+    the dry run reads the shards (both subsets) and counts the completions by hand: M_P's samples for
+    stage 1, the RL rollouts, and per temperature and held-out prompt y^0 plus T for each of PIT,
+    Self-Refine and the base model."""
+    c = pit_configs.get_config("paper")
+    assert (c.pit.preference_format, c.pit.kinds, c.task.name) == ("hh_rlhf", "file", "preference_file")
+    assert c.pit.num_iterations == 5 and c.pit.stages == "stage0,stage1"
+    temperatures = [float(t) for t in c.pit.temperatures.split(",")]
+    assert {0.4, 0.6, 0.8} <= set(temperatures) and (c.dtype, c.mesh.fsdp) == ("bfloat16", -1)
+    task = pit.validate(c)
+    assert len(task.pairs("train")) == c.task.num_train_prompts and len(task.pairs("test")) == c.task.num_eval_prompts
+    assert {p.prompt.split()[1] for p in task.pairs("train")} == {"harmless-base", "helpful-base"}
+    text = pit.dry_run(c, devices=8)
+    generated = int(re.search(r"tokens to generate: ([\d,]+)", text).group(1).replace(",", ""))
+    rollouts = 2 * c.rl.steps * c.rl.prompts_per_step * c.pit.group_size
+    iterations = len(temperatures) * c.task.num_eval_prompts * (1 + 3 * 5)
+    assert generated == (c.task.num_train_prompts + rollouts + iterations) * c.sampling.max_new_tokens
+
+
 PAPER_PRESETS = [(inference_sharpening, inference_configs, "paper"), (rlhf_sharpening, rlhf_configs, "paper"),
+                 (pit, pit_configs, "paper"),
                  *((sft_sharpening, sft_configs, n) for n in sft_configs.PRESETS if n.startswith("paper_"))]
 
 
