@@ -29,6 +29,25 @@ def smollm2():
     return config, params, tokenizer.load("smollm2-135m-instruct")
 
 
+# Prepended to a run_with_devices script: `meshes` records the mesh shape (None without one) that
+# every train step of the registry is built with.
+MESH_SPY = """
+from sharpen_jax.methods import registry
+
+meshes = []
+_make_train_step = registry.make_train_step
+
+
+def _spy(*args, **kwargs):
+    mesh = kwargs.get("mesh")
+    meshes.append(None if mesh is None else dict(mesh.shape))
+    return _make_train_step(*args, **kwargs)
+
+
+registry.make_train_step = _spy
+"""
+
+
 def run_with_devices(code: str, num_devices: int = 8, timeout: int = 600) -> str:
     """Run `code` in a fresh Python with `num_devices` fake CPU devices; return its stdout."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",

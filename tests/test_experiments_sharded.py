@@ -6,24 +6,15 @@ import textwrap
 
 import pytest
 
-from conftest import run_with_devices
+from conftest import MESH_SPY, run_with_devices
 from experiments import common, sft_sharpening
 from experiments.configs import sft_sharpening as sft_configs
 
-SCRIPT = textwrap.dedent("""
+SCRIPT = MESH_SPY + textwrap.dedent("""
     import json, os, tempfile
     import numpy as np
     from experiments import sft_sharpening
     from experiments.configs import sft_sharpening as configs
-    from sharpen_jax.methods import registry
-
-    meshes = []
-    real = registry.make_train_step
-    def spy(*args, **kwargs):
-        mesh = kwargs.get("mesh")
-        meshes.append(None if mesh is None else dict(mesh.shape))
-        return real(*args, **kwargs)
-    registry.make_train_step = spy
 
     def run(mesh):
         config = configs.get_config("smoke")

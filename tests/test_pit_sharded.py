@@ -7,23 +7,14 @@ import textwrap
 
 import pytest
 
-from conftest import run_with_devices
+from conftest import MESH_SPY, run_with_devices
 
-SCRIPT = textwrap.dedent("""
+SCRIPT = MESH_SPY + textwrap.dedent("""
     import json, os, tempfile
     import numpy as np
     from experiments import pit
     from experiments.common import ConfigError
     from experiments.configs import pit as configs
-    from sharpen_jax.methods import registry
-
-    meshes = []
-    real = registry.make_train_step
-    def spy(*args, **kwargs):
-        mesh = kwargs.get("mesh")
-        meshes.append(None if mesh is None else dict(mesh.shape))
-        return real(*args, **kwargs)
-    registry.make_train_step = spy
 
     folder = tempfile.mkdtemp()
     with open(os.path.join(folder, "pairs.jsonl"), "w") as f:
