@@ -13,7 +13,9 @@ Steps (`sharpen_jax.methods.pit`, `pit_inference`; Wang et al. 2023):
    improver), Self-Refine prompting (the base model given the same improver prompt, no training) and
    the base model (an independent sample per iteration): accuracy of y^t with its standard error and
    Δ = P(wrong -> right) - P(right -> wrong) per iteration; R_PIT's held-out pairwise accuracy.
-Every training stage checkpoints in its own folder, so re-running the same command resumes.
+Every training stage checkpoints in its own folder, so re-running the same command resumes. No stage
+runs the training experiments' held-out Table-1 evaluation of its policy: an improver answers
+(x, y_ref), not x alone, so that table would not measure it; step 7 does.
 
 Deviation (recorded in docs/PIT.md): stage 1 starts from the stage-0 policy and its KL term is taken
 against that policy (the training harness regularises toward the parameters a stage starts from).
@@ -194,7 +196,7 @@ def train_improver(cfg, setup, pairs, workdir: str) -> dict:
 
     run_, policy = training_run.train(cfg, setup, workdir, loss=get_loss("pit_improver_sft"), hyperparameters={},
                                       num_steps=cfg.improver.steps, batch_for_step=batch_for_step,
-                                      evaluate_policy=not pit_files.is_file_run(cfg))
+                                      evaluate_policy=False)
     return policy.sampling_params(run_.state)
 
 
@@ -217,7 +219,7 @@ def train_rl(cfg, setup, start_params, contexts, gap_score, workdir: str) -> dic
     run_, policy = training_run.train(cfg, stage_setup, workdir, loss=pit.RL,
                                       hyperparameters={"beta": cfg.pit.beta, "group_size": cfg.pit.group_size},
                                       num_steps=cfg.rl.steps, batch_for_step=batch_for_step,
-                                      evaluate_policy=not pit_files.is_file_run(cfg))
+                                      evaluate_policy=False)
     return policy.sampling_params(run_.state)
 
 
