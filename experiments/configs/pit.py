@@ -17,7 +17,8 @@ Presets:
          stronger-model set) and (b) self-sampled, 32 training and 32 held-out prompts, R_PIT 16 steps of
          1 pair (2 pairs = 8 rows of about 550 tokens took more than 20 GB and were OOM-killed),
          improver SFT 16 steps, RL 6 steps per stage. No corruption ladder, so no R_PIT held-out accuracy.
-         NOT measured yet: the run time and result of cpu and cpu_gsm8k are unknown.
+         Measured on 2 shared cores (docs/PIT.md): cpu 75 min wall (50 CPU-min), cpu_gsm8k 79 min wall
+         (101 CPU-min), both under load and over the hour; no claim of the paper holds at this scale.
   paper  PIT on Anthropic HH-RLHF (Wang et al. 2023, Sec. 4; experiments.pit_files) for one host of 8
          accelerators: the dialogues of $SHARPEN_JAX_DATA_DIR/hh-rlhf/*/train.jsonl.gz (the official
          subsets, each a shard; read from local copies, no hub), the first 16,384 pairs for training
